@@ -1,0 +1,111 @@
+"""Hashes of image data: md5 `checksum` and the `os_hash_algo` digest.
+
+While an upload streams sequentially, chunks are queued to a StreamHasher
+whose batches run in worker threads (hashlib releases the GIL), md5 and the
+os_hash digest side by side, so the writer never waits for hashing unless it
+runs more than MAX_PENDING ahead. When the stream stops being sequential,
+`hash_file` hashes the staged file once at finalize instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+# Hashing threads in the whole daemon: more would only make uploads fight over cores.
+HASH_LIMITER = trio.CapacityLimiter(max(2, os.cpu_count() or 2))
+MAX_PENDING = 64 << 20  # bytes queued before writers wait (per upload)
+READ_CHUNK = 4 << 20
+
+
+@dataclass(frozen=True)
+class Digests:
+    checksum: str  # md5 hex
+    os_hash_algo: str
+    os_hash_value: str
+
+
+def _update(hasher, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        hasher.update(chunk)
+
+
+class StreamHasher:
+    """md5 + os_hash over a sequential stream; feed() from the trio thread, finish() at the end."""
+
+    def __init__(self, algorithm: str):
+        self.algorithm = algorithm
+        self._hashers = (hashlib.md5(), hashlib.new(algorithm))
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._busy = False
+        self._idle = trio.Event()
+        self._idle.set()
+        self._room = trio.Event()
+        self._room.set()
+        self._error: BaseException | None = None
+
+    async def feed(self, chunk: bytes, spawn) -> None:
+        """Queue a chunk; `spawn(async_fn)` starts the batch worker in the daemon's nursery."""
+        if self._error:
+            raise self._error
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
+        if not self._busy:
+            self._busy = True
+            self._idle = trio.Event()
+            spawn(self._work)
+        if self._pending_bytes > MAX_PENDING:
+            self._room = trio.Event()
+            await self._room.wait()
+
+    async def _work(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending, self._pending_bytes = self._pending, [], 0
+                self._room.set()
+                async with trio.open_nursery() as nursery:
+                    for hasher in self._hashers:
+                        nursery.start_soon(self._run, hasher, batch)
+        except BaseException as e:  # reported to the next feed() or finish()
+            self._error = e
+            self._room.set()
+        finally:
+            self._busy = False
+            self._idle.set()
+
+    @staticmethod
+    async def _run(hasher, batch) -> None:
+        await trio.to_thread.run_sync(_update, hasher, batch, limiter=HASH_LIMITER)
+
+    async def finish(self) -> Digests:
+        await self._idle.wait()
+        if self._error:
+            raise self._error
+        md5, main = self._hashers
+        return Digests(md5.hexdigest(), self.algorithm, main.hexdigest())
+
+
+def _hash_path(path: Path, algorithm: str) -> str:
+    hasher = hashlib.new(algorithm)
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(READ_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+async def hash_file(path: Path, algorithm: str) -> Digests:
+    """Both digests of a file, each algorithm in its own worker thread."""
+    results = {}
+
+    async def one(name):
+        results[name] = await trio.to_thread.run_sync(_hash_path, path, name, limiter=HASH_LIMITER)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, "md5")
+        nursery.start_soon(one, algorithm)
+    return Digests(results["md5"], algorithm, results[algorithm])

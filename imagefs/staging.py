@@ -1,0 +1,137 @@
+"""A staged upload: the file in the staging directory that incoming/N writes go to.
+
+The write path stays on the trio thread (a pwrite into the page cache is
+short); hashing runs behind it in worker threads (hashing.StreamHasher), and
+the staged file is fdatasync'ed every `flush_every_mib` in a worker thread so
+that the fsync at finalize only has the tail left to write. All-zero chunks
+are not written at all (the file grows by ftruncate), so a raw image with
+empty regions is thin on disk whichever way it was copied in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import trio
+
+from .hashing import Digests, StreamHasher, hash_file
+
+log = logging.getLogger(__name__)
+
+_ZEROS: dict[int, bytes] = {}
+FSYNC_LIMITER = trio.CapacityLimiter(4)
+
+
+def _zeros(length: int) -> bytes:
+    zeros = _ZEROS.get(length)
+    if zeros is None:
+        if len(_ZEROS) > 64:
+            _ZEROS.clear()
+        zeros = _ZEROS[length] = bytes(length)
+    return zeros
+
+
+def _is_zero(chunk: bytes) -> bool:
+    return chunk == _zeros(len(chunk))
+
+
+class StagedUpload:
+    def __init__(self, path: Path, algorithm: str, *, flush_every: int, zero_holes: bool, spawn):
+        self.path = path
+        self.algorithm = algorithm
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.size = 0  # logical length
+        self._file_size = 0  # what the file on disk is, holes included
+        self.sequential = True
+        self._next = 0
+        self._hasher: StreamHasher | None = StreamHasher(algorithm)
+        self._flush_every = flush_every
+        self._unflushed = 0
+        self._zero_holes = zero_holes
+        self._spawn = spawn
+        self._syncing = False
+        self.writers = 0  # open handles that may write
+        self.written = False  # any data has arrived: the image is saving
+        self.finalize_on_close = False  # set by the rsync-style rename while writers remain
+        self.abandoned = False
+
+    async def write(self, offset: int, data: bytes) -> int:
+        if self.abandoned:
+            return len(data)  # unlinked: like writing to an unlinked file, the data goes nowhere
+        end = offset + len(data)
+        if self._zero_holes and _is_zero(data):
+            if end > self._file_size:
+                os.ftruncate(self.fd, end)
+                self._file_size = end
+        else:
+            os.pwrite(self.fd, data, offset)
+            self._file_size = max(self._file_size, end)
+        self.size = max(self.size, end)
+        self.written = True
+        if self.sequential and offset >= self._next:
+            # A forward gap is a hole: zeros in the data, so the stream stays hashable in order.
+            await self._feed_zeros(offset - self._next)
+            self._next = end
+            await self._hasher.feed(data, self._spawn)
+        elif self.sequential:
+            log.debug("%s: rewrite at %d below %d: hashing at finalize instead", self.path.name, offset, self._next)
+            self._stop_streaming()
+        self._unflushed += len(data)
+        if self._unflushed >= self._flush_every and not self._syncing:
+            self._unflushed = 0
+            self._syncing = True
+            self._spawn(self._flush)
+        return len(data)
+
+    async def _flush(self) -> None:
+        try:
+            await trio.to_thread.run_sync(os.fdatasync, self.fd, limiter=FSYNC_LIMITER)
+        except OSError as e:  # finalize's own fsync will report it
+            log.warning("%s: background fdatasync failed: %s", self.path.name, e)
+        finally:
+            self._syncing = False
+
+    async def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+        if size == 0:  # open(O_TRUNC) of an upload: start over
+            self.sequential, self._next, self._hasher = True, 0, StreamHasher(self.algorithm)
+        elif self.sequential and size >= self.size == self._next:
+            await self._feed_zeros(size - self._next)
+            self._next = size
+        elif self.sequential:
+            self._stop_streaming()
+        self.size = self._file_size = size
+        self.written = self.written or size > 0
+
+    async def _feed_zeros(self, length: int) -> None:
+        while length > 0:
+            n = min(length, 1 << 20)
+            await self._hasher.feed(_zeros(n), self._spawn)
+            length -= n
+
+    def _stop_streaming(self) -> None:
+        self.sequential = False
+        self._hasher = None
+
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self.fd, max(0, min(length, self.size - offset)), offset)
+
+    async def digests(self) -> Digests:
+        """The hashes of everything written: streamed if sequential, else one pass over the file now."""
+        if self.sequential:
+            return await self._hasher.finish()
+        return await hash_file(self.path, self.algorithm)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def discard(self) -> None:
+        self.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
