@@ -33,7 +33,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
     "signing": {},
     "access": {"admin_uids": [0]},
     "delete": {},
-    "cache": {"attr_timeout": 3600.0, "upload_attr_timeout": 0.0},
+    "cache": {"attr_timeout": 3600.0},
 }
 
 STORE_DEFAULTS = {"type": "dir", "path": ""}  # empty path: <data_dir>/store
@@ -55,7 +55,6 @@ class Config:
     zero_chunks_as_holes: bool = True
     admin_uids: tuple[int, ...] = (0,)
     attr_timeout: float = 3600.0
-    upload_attr_timeout: float = 0.0
     default_store: str = "local"
     stores: dict[str, StoreConfig] = field(default_factory=dict)
 
@@ -128,7 +127,6 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
         zero_chunks_as_holes=bool(upload["zero_chunks_as_holes"]),
         admin_uids=tuple(_section(raw, "access")["admin_uids"]),
         attr_timeout=float(cache["attr_timeout"]),
-        upload_attr_timeout=float(cache["upload_attr_timeout"]),
         default_store=default_store,
         stores=stores,
     )

@@ -201,7 +201,7 @@ class ImageTree:
         if image.status in UPLOADING:
             size = upload.size if upload else 0
             blocks = os.fstat(upload.fd).st_blocks if upload and upload.fd >= 0 else 0
-            timeout = self.config.upload_attr_timeout
+            timeout = 0  # uploads change under the writer and leave incoming/ at finalize: never cached
         else:
             size = image.size or 0 if image.status in HAS_DATA else 0
             blocks = self._blocks(image) if image.status in HAS_DATA else 0
