@@ -99,7 +99,8 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
     if unknown:
         raise ConfigError(f"unknown section(s) or key(s): {', '.join(sorted(unknown))}")
 
-    data_dir = Path(data_dir or raw.get("data_dir") or os.environ.get("IMAGEFS_DATA_DIR") or DEFAULT_DATA_DIR)
+    # Absolute, since the daemon runs from / and store locations are file:// URLs.
+    data_dir = Path(os.path.abspath(data_dir or raw.get("data_dir") or DEFAULT_DATA_DIR))
     hashing = _section(raw, "hashing")
     if hashing["algorithm"] not in HASH_ALGORITHMS:
         raise ConfigError(f"[hashing] algorithm must be one of {', '.join(HASH_ALGORITHMS)}")
@@ -111,7 +112,7 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
         if not isinstance(table, dict):
             raise ConfigError(f"[stores.{name}] must be a table")
         table = {**STORE_DEFAULTS, **table}
-        stores[name] = StoreConfig(name, table["type"], Path(table["path"] or data_dir / "store"))
+        stores[name] = StoreConfig(name, table["type"], Path(os.path.abspath(table["path"] or data_dir / "store")))
     if "local" not in stores:
         stores["local"] = StoreConfig("local", "dir", data_dir / "store")
     if default_store not in stores:
@@ -122,7 +123,7 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
     return Config(
         data_dir=data_dir,
         hash_algorithm=hashing["algorithm"],
-        staging_dir=Path(upload["staging_dir"]) if upload["staging_dir"] else None,
+        staging_dir=Path(os.path.abspath(upload["staging_dir"])) if upload["staging_dir"] else None,
         flush_every_mib=int(upload["flush_every_mib"]),
         zero_chunks_as_holes=bool(upload["zero_chunks_as_holes"]),
         admin_uids=tuple(_section(raw, "access")["admin_uids"]),

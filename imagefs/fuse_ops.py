@@ -95,7 +95,7 @@ class FuseOperations(pyfuse3.Operations):
 
     async def lookup(self, parent_inode, name, ctx):
         with _errors():
-            return _entry(await self.tree.lookup(parent_inode, _name(name)))
+            return _entry(await self.tree.lookup(parent_inode, _name(name), self._caller(ctx)))
 
     async def getattr(self, inode, ctx):
         with _errors():
@@ -196,7 +196,7 @@ class FuseOperations(pyfuse3.Operations):
 
     async def listxattr(self, inode, ctx):
         with _errors():
-            return [os.fsencode(n) for n in self.tree.xattrs(inode)]
+            return [os.fsencode(n) for n in self.tree.listxattr(inode)]
 
     async def setxattr(self, inode, name, value, ctx):
         if not name.startswith(b"user."):

@@ -90,6 +90,26 @@ def image_xattrs(image: Image, properties: dict[str, str], tags: list[str], extr
     return out
 
 
+# What a new image has before anyone declares anything.
+_UNDECLARED = {"min_disk": b"0", "min_ram": b"0", "visibility": b"shared", "protected": b"false", "os_hidden": b"false"}
+
+
+def declared_names(attrs: dict[str, bytes]) -> list[str]:
+    """The attributes of an upload that someone declared: what listxattr shows in incoming/.
+
+    Tools that mirror xattrs (rsync -X) remove every listed attribute the source
+    lacks; listing the computed ones (id, status, created_at...) would make them
+    try to remove read-only fields.
+    """
+    names = []
+    for name, value in attrs.items():
+        key = name[len(IMAGE_PREFIX):] if name.startswith(IMAGE_PREFIX) else None
+        if key is None or key in ALWAYS_READONLY or key in ("name", "owner") or _UNDECLARED.get(key) == value:
+            continue
+        names.append(name)
+    return names
+
+
 def _decode(value: bytes) -> str:
     try:
         text = value.decode()

@@ -53,6 +53,7 @@ class StagedUpload:
         self._spawn = spawn
         self._syncing = False
         self.writers = 0  # open handles that may write
+        self.writer_pids: set[int] = set()
         self.written = False  # any data has arrived: the image is saving
         self.finalize_on_close = False  # set by the rsync-style rename while writers remain
         self.abandoned = False

@@ -45,6 +45,7 @@ DIRS = {"incoming": INCOMING_INO, **{str(s): ino for s, ino in STATUS_INO.items(
 DIR_STATUS = {ino: status for status, ino in STATUS_INO.items()}
 FIRST_IMAGE_INO = 64
 LINK_TIMEOUT = 1.0
+DELIVERY_GRACE = 30.0  # seconds a writer's process still finds its finalized upload in incoming/
 BLKSIZE = 1 << 20  # large st_blksize: cp and friends size their buffers from it
 
 # Reading data: mode bits shown per status (what the caller may do is checked in open()).
@@ -130,6 +131,7 @@ class ImageTree:
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._finalizing: dict[int, tuple[str, trio.Event]] = {}
+        self._delivered: dict[str, tuple[int, frozenset[int], float]] = {}
         self._allocated: dict[str, int] = {}
         self.mode = "read-write"
         self.started_ns = time.time_ns()  # the directories' times: when this mount began
@@ -242,7 +244,7 @@ class ImageTree:
         image, is_link = self._resolve(ino)
         return self._link_attr(image) if is_link else self._image_attr(image)
 
-    async def lookup(self, parent: int, name: str) -> Attr:
+    async def lookup(self, parent: int, name: str, caller: Caller) -> Attr:
         await self._settle(name)
         if parent == ROOT_INO:
             if name in DIRS:
@@ -253,7 +255,34 @@ class ImageTree:
                 return self._link_attr(self.catalog.image_by_id(name))
             except NotFound:
                 raise NotFound(name) from None
-        return self._image_attr(self._in_dir(parent, name))
+        try:
+            return self._image_attr(self._in_dir(parent, name))
+        except NotFound:
+            if parent != INCOMING_INO or self._delivered_to(name, caller) is None:
+                raise
+            return self._image_attr(self._delivered_to(name, caller))
+
+    def _delivered_to(self, name: str, caller: Caller) -> Image | None:
+        """The image the caller's own process just delivered as incoming/<name>, during the grace period.
+
+        `rsync --inplace` closes the file and then stats and chmods/utimes it by
+        path; by then finalize has moved it out of incoming/. For a few seconds
+        the writer's process (and only it) still finds it there, and its
+        mode/owner/time changes are accepted and ignored, as on uploads.
+        """
+        delivered = self._delivered.get(name)
+        if delivered is None:
+            return None
+        seq, pids, deadline = delivered
+        if time.monotonic() > deadline:
+            del self._delivered[name]
+            return None
+        if caller.pid not in pids:
+            return None
+        try:
+            return self._image(seq)
+        except NotFound:
+            return None
 
     async def _settle(self, name: str | None = None) -> None:
         """Wait for finalizes already under way (of `name`, or all): close() returns before
@@ -313,6 +342,7 @@ class ImageTree:
         log.info("image %s (%s): created by %s", image.id, name, caller.actor)
         upload = self._upload_for(image)
         upload.writers += 1
+        upload.writer_pids.add(caller.pid)
         return self._new_fh(Handle(image.seq, upload=upload, writable=True)), self._image_attr(image)
 
     async def open(self, ino: int, flags: int, caller: Caller) -> tuple[int, bool]:
@@ -330,6 +360,7 @@ class ImageTree:
             self._check_modify(image, caller)
             upload = self._upload_for(image)
             upload.writers += 1
+            upload.writer_pids.add(caller.pid)
             if flags & os.O_TRUNC:
                 await upload.truncate(0)
             return self._new_fh(Handle(image.seq, upload=upload, writable=True)), False
@@ -415,8 +446,15 @@ class ImageTree:
             log.info("image %s (%s): active, %d bytes, %s", image.id, image.name, image.size, image.os_hash_value)
         finally:
             self.uploads.pop(seq, None)
-            _, event = self._finalizing.pop(seq)
+            name, event = self._finalizing.pop(seq)
+            self._remember_delivery(name, seq, upload.writer_pids)
             event.set()
+
+    def _remember_delivery(self, name: str, seq: int, pids) -> None:
+        now = time.monotonic()
+        for old in [n for n, (_, _, deadline) in self._delivered.items() if deadline < now]:
+            del self._delivered[old]
+        self._delivered[name] = (seq, frozenset(pids), now + DELIVERY_GRACE)
 
     async def drain(self) -> None:
         """Wait for every finalize under way (clean unmount)."""
@@ -429,6 +467,8 @@ class ImageTree:
         if ino < FIRST_IMAGE_INO:
             raise Forbidden("the directories are fixed")
         image, is_link = self._resolve(ino)
+        if not is_link and self._delivered_to(image.name, caller) == image:
+            return self._image_attr(image)
         if is_link or image.status not in UPLOADING:
             raise Forbidden(f"{image.status} images cannot be changed")
         return self._image_attr(image)
@@ -551,6 +591,12 @@ class ImageTree:
         return metadata.image_xattrs(
             image, self.catalog.properties(image.seq), self.catalog.tags(image.seq), self._imagefs_attrs(image)
         )
+
+    def listxattr(self, ino: int) -> list[str]:
+        attrs = self.xattrs(ino)
+        if ino >= FIRST_IMAGE_INO and self._resolve(ino)[0].status in UPLOADING:
+            return metadata.declared_names(attrs)
+        return list(attrs)
 
     def getxattr(self, ino: int, name: str) -> bytes:
         try:
