@@ -63,20 +63,33 @@ def fusermount_unmount(path: Path, *, lazy: bool = False) -> subprocess.Complete
     return subprocess.run(args, capture_output=True, text=True)
 
 
+def answers(path: Path) -> bool:
+    """Whether the imagefs mounted at `path` has a live daemon (a stat may be served from cache)."""
+    try:
+        os.getxattr(path, "user.imagefs.pid")
+        return True
+    except OSError as e:
+        if e.errno in (errno.ENOTCONN, errno.ECONNABORTED):
+            return False
+        raise
+
+
 def check_mountpoint(path: Path) -> None:
     """Refuse a missing or busy mount point; recover one left stale by a killed daemon."""
     try:
-        st = os.stat(path)
+        os.stat(path)
+        stale = mounted_fstype(path) == FSTYPE and not answers(path)
     except FileNotFoundError:
         raise MountError(f"mount point {path} does not exist (create it with mkdir -p {path})") from None
     except OSError as e:
         if e.errno != errno.ENOTCONN:
             raise MountError(f"mount point {path}: {e.strerror}") from None
+        stale = True
+    if stale:
         log.warning("%s: stale mount left by a daemon that died; unmounting it", path)
         result = fusermount_unmount(path, lazy=True)
         if result.returncode != 0:
-            raise MountError(f"{path} is a stale mount and could not be unmounted: {result.stderr.strip()}") from None
-        st = os.stat(path)
+            raise MountError(f"{path} is a stale mount and could not be unmounted: {result.stderr.strip()}")
     if not os.path.isdir(path):
         raise MountError(f"mount point {path} is not a directory")
     fstype = mounted_fstype(path)
@@ -84,7 +97,6 @@ def check_mountpoint(path: Path) -> None:
         raise MountError(f"{path} is already an imagefs mount (imagefs umount {path} first)")
     if fstype is not None:
         raise MountError(f"mount point {path} is busy: a {fstype} filesystem is mounted there")
-    del st
 
 
 class DataDirLock:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import subprocess
@@ -24,7 +23,7 @@ UMOUNT_TIMEOUT = 120.0
 
 
 @main.command()
-@click.argument("mountpoint", type=click.Path(path_type=Path))
+@click.argument("mountpoint", type=click.Path(path_type=Path, readable=False))
 @library_options
 @click.option("--foreground", is_flag=True, help="Stay in the foreground, logging to stderr (systemd uses this).")
 @click.option("--ready-fd", type=int, default=None, hidden=True)
@@ -99,22 +98,18 @@ def _run_daemon(config, mountpoint: Path, ready_fd: int | None) -> None:
 
 
 @main.command()
-@click.argument("mountpoint", type=click.Path(path_type=Path))
+@click.argument("mountpoint", type=click.Path(path_type=Path, readable=False))
 def umount(mountpoint: Path) -> None:
     """Unmount cleanly: waits until uploads being finalized are done and the daemon has exited."""
     mountpoint = Path(os.path.abspath(mountpoint))
-    try:
-        os.stat(mountpoint)
-    except FileNotFoundError:
-        raise MountError(f"{mountpoint} does not exist") from None
-    except OSError as e:
-        if e.errno == errno.ENOTCONN:  # the daemon died: only the kernel's mount is left
-            daemon.fusermount_unmount(mountpoint, lazy=True)
-            click.echo(f"unmounted stale mount {mountpoint}")
-            return
-        raise
+    if not mountpoint.exists() and not os.path.ismount(mountpoint):
+        raise MountError(f"{mountpoint} does not exist")
     if daemon.mounted_fstype(mountpoint) != daemon.FSTYPE:
         raise MountError(f"{mountpoint} is not an imagefs mount")
+    if not daemon.answers(mountpoint):  # the daemon died: only the kernel's mount is left
+        daemon.fusermount_unmount(mountpoint, lazy=True)
+        click.echo(f"unmounted stale mount {mountpoint}")
+        return
     pid = int(os.getxattr(mountpoint, "user.imagefs.pid"))
     result = daemon.fusermount_unmount(mountpoint)
     if result.returncode != 0:
