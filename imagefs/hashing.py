@@ -60,7 +60,8 @@ class StreamHasher:
             self._idle = trio.Event()
             spawn(self._work)
         if self._pending_bytes > MAX_PENDING:
-            self._room = trio.Event()
+            if self._room.is_set():
+                self._room = trio.Event()
             await self._room.wait()
 
     async def _work(self) -> None:
