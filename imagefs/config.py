@@ -80,7 +80,19 @@ def _section(raw: dict, name: str) -> dict:
         unknown = set(values) - set(known)
         if unknown:
             raise ConfigError(f"unknown key(s) in [{name}]: {', '.join(sorted(unknown))}")
+    for key, value in values.items():
+        if key in known and not _same_type(value, known[key]):
+            raise ConfigError(f"[{name}] {key} = {value!r}: expected a {type(known[key]).__name__}")
     return {**known, **values}
+
+
+def _same_type(value, default) -> bool:
+    """A value is of its default's type (an int is fine where a float is; a bool is not an int)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
 
 
 def load_config(path: Path | None = None, data_dir: Path | None = None) -> Config:
@@ -111,6 +123,9 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
     for name, table in stores_raw.items():
         if not isinstance(table, dict):
             raise ConfigError(f"[stores.{name}] must be a table")
+        unknown = set(table) - set(STORE_DEFAULTS)
+        if unknown:
+            raise ConfigError(f"unknown key(s) in [stores.{name}]: {', '.join(sorted(unknown))}")
         table = {**STORE_DEFAULTS, **table}
         stores[name] = StoreConfig(name, table["type"], Path(os.path.abspath(table["path"] or data_dir / "store")))
     if "local" not in stores:

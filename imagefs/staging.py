@@ -54,15 +54,22 @@ class StagedUpload:
         self._syncing = False
         self.writers = 0  # open handles that may write
         self.writer_pids: set[int] = set()
+        self._lock = trio.StrictFIFOLock()
         self.written = False  # any data has arrived: the image is saving
         self.finalize_on_close = False  # set by the rsync-style rename while writers remain
         self.abandoned = False
 
     async def write(self, offset: int, data: bytes) -> int:
+        # One write at a time per upload: the hash must see the bytes in file order.
+        async with self._lock:
+            return await self._write(offset, data)
+
+    async def _write(self, offset: int, data: bytes) -> int:
         if self.abandoned:
             return len(data)  # unlinked: like writing to an unlinked file, the data goes nowhere
         end = offset + len(data)
-        if self._zero_holes and _is_zero(data):
+        if self._zero_holes and offset >= self._file_size and _is_zero(data):
+            # Only past the end of the file: zeros over data already written must be written.
             if end > self._file_size:
                 os.ftruncate(self.fd, end)
                 self._file_size = end
@@ -95,6 +102,10 @@ class StagedUpload:
             self._syncing = False
 
     async def truncate(self, size: int) -> None:
+        async with self._lock:
+            await self._truncate(size)
+
+    async def _truncate(self, size: int) -> None:
         os.ftruncate(self.fd, size)
         if size == 0:  # open(O_TRUNC) of an upload: start over
             self.sequential, self._next, self._hasher = True, 0, StreamHasher(self.algorithm)

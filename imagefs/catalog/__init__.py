@@ -215,13 +215,15 @@ class Catalog:
         missing data.
         """
         with self.db.atomic():
-            image = self._change_status(seq, Status.DELETED, actor=actor, reason=reason)
+            # A deleted image references nothing: refcount counts the images whose blob_key is the key.
+            key = self.image(seq).blob_key
+            self._change_status(seq, Status.DELETED, actor=actor, reason=reason, blob_key=None, store=None)
             self.db.execute("DELETE FROM image_properties WHERE image_seq = ?", [seq])
             self.db.execute("DELETE FROM image_tags WHERE image_seq = ?", [seq])
-            if image.blob_key is None:
+            if key is None:
                 return None
-            self.db.execute("UPDATE blobs SET refcount = refcount - 1 WHERE key = ?", [image.blob_key])
-            blob = self.blob(image.blob_key)
+            self.db.execute("UPDATE blobs SET refcount = refcount - 1 WHERE key = ?", [key])
+            blob = self.blob(key)
             if blob.refcount == 0:
                 self.db.execute("DELETE FROM blobs WHERE key = ?", [blob.key])
                 return blob

@@ -99,6 +99,9 @@ class LocalDirStore(BlobStore):
             try:
                 copy_sparse(staged, fd)
                 os.fsync(fd)
+            except BaseException:
+                os.unlink(temp)  # ENOSPC or EIO mid-copy: leave no half blob behind in tmp/
+                raise
             finally:
                 os.close(fd)
             os.rename(temp, final)
