@@ -64,20 +64,35 @@ class PyfuseKernelCache(KernelCache):
 
     def __init__(self, spawn):
         self.spawn = spawn
+        self._pending: set[trio.Event] = set()
 
     def forget_attr(self, ino: int) -> None:
-        self.spawn(self._run, pyfuse3.invalidate_inode, ino, True)
+        self._start(pyfuse3.invalidate_inode, ino, True)
 
     def forget_entry(self, parent_ino: int, name: str) -> None:
-        self.spawn(self._run, pyfuse3.invalidate_entry, parent_ino, os.fsencode(name))
+        self._start(pyfuse3.invalidate_entry, parent_ino, os.fsencode(name))
 
-    @staticmethod
-    async def _run(fn, *args):
+    def _start(self, fn, *args) -> None:
+        done = trio.Event()
+        self._pending.add(done)
+        self.spawn(self._run, done, fn, *args)
+
+    async def settle(self) -> None:
+        """Wait for the invalidations started so far. A request that changed a name or attributes
+        awaits this before it answers, so no process finds the old entry after the change
+        returned (the loop keeps serving meanwhile: the kernel may need another request answered)."""
+        for done in list(self._pending):
+            await done.wait()
+
+    async def _run(self, done: trio.Event, fn, *args):
         try:
             await trio.to_thread.run_sync(fn, *args)
         except OSError as e:  # ENOENT: the kernel had nothing cached
             if e.errno != errno.ENOENT:
                 log.debug("invalidation %s%s failed: %s", fn.__name__, args, e)
+        finally:
+            self._pending.discard(done)
+            done.set()
 
 
 class FuseOperations(pyfuse3.Operations):
@@ -203,12 +218,14 @@ class FuseOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EOPNOTSUPP)  # ACLs, security labels: not kept
         with _errors():
             self.tree.setxattr(inode, os.fsdecode(name), value, self._caller(ctx))
+            await self.tree.kernel.settle()
 
     async def removexattr(self, inode, name, ctx):
         if not name.startswith(b"user."):
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         with _errors():
             self.tree.removexattr(inode, os.fsdecode(name), self._caller(ctx))
+            await self.tree.kernel.settle()
 
     async def statfs(self, ctx):
         with _errors():

@@ -116,6 +116,9 @@ class KernelCache:
     def forget_entry(self, parent_ino: int, name: str) -> None:
         pass
 
+    async def settle(self) -> None:
+        """Wait until the invalidations asked for so far have reached the kernel."""
+
 
 class ImageTree:
     def __init__(
@@ -391,7 +394,9 @@ class ImageTree:
         if not handle.writable:
             raise ImageFSError("not open for writing", err=9)  # EBADF
         upload = handle.upload
-        if not upload.written and not upload.abandoned:
+        # Asked of the catalog: the kernel sends writes in parallel, and `written` is only
+        # set once the first of them holds the upload's lock.
+        if not upload.written and not upload.abandoned and self._image(handle.seq).status is Status.QUEUED:
             self.catalog.change_status(handle.seq, Status.SAVING, actor="imagefs")
         return await upload.write(offset, data)
 
@@ -479,7 +484,7 @@ class ImageTree:
             raise Forbidden(f"{image.status} images cannot be changed")
         self._check_modify(image, caller)
         upload = self._upload_for(image)
-        if size > 0 and not upload.written:
+        if size > 0 and not upload.written and image.status is Status.QUEUED:
             self.catalog.change_status(image.seq, Status.SAVING, actor="imagefs")
         await upload.truncate(size)
         return self._image_attr(self._image(image.seq))
@@ -520,6 +525,8 @@ class ImageTree:
             log.warning("blob %s: delete failed: %s", key, e)
 
     async def rename(self, parent_old: int, old: str, parent_new: int, new: str, caller: Caller) -> None:
+        if {parent_old, parent_new} & {ROOT_INO, BY_ID_INO}:
+            raise Forbidden("the directories and by-id/ are maintained by imagefs")
         await self._settle(old)
         image = self._in_dir(parent_old, old)
         metadata.validate_name(new)
@@ -535,6 +542,7 @@ class ImageTree:
         if (source, target) not in moves:
             raise Forbidden(f"images do not move from {source or 'here'} to {target or 'there'}")
         if source != target and not caller.is_admin:
+            # Glance's code allows the owner's project too; until the access policy lands these are admin-only.
             raise Forbidden("deactivating, reactivating and restoring are for admins")
         self._check_modify(image, caller)
         if new != image.name:

@@ -30,6 +30,18 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _copy_range(source_fd: int, target_fd: int, count: int, offset: int) -> int:
+    """copy_file_range, or pread+pwrite where the kernel refuses it: since Linux 5.19 it
+    answers EXDEV between filesystems of different types (tmpfs staging, ext4 store)."""
+    try:
+        return os.copy_file_range(source_fd, target_fd, count, offset, offset)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    chunk = os.pread(source_fd, count, offset)
+    return os.pwrite(target_fd, chunk, offset) if chunk else 0
+
+
 def copy_sparse(source: Path, target_fd: int) -> None:
     """Copy data extents only, so holes stay holes; the length is kept exactly."""
     with open(source, "rb", buffering=0) as src:
@@ -45,7 +57,7 @@ def copy_sparse(source: Path, target_fd: int) -> None:
                 break
             hole = os.lseek(fd, data, os.SEEK_HOLE)
             while data < hole:
-                n = os.copy_file_range(fd, target_fd, min(COPY_CHUNK, hole - data), data, data)
+                n = _copy_range(fd, target_fd, min(COPY_CHUNK, hole - data), data)
                 if n == 0:
                     break
                 data += n
