@@ -22,17 +22,16 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import trio
 
 from . import metadata
 from .catalog import Catalog, Image
 from .config import Config
-from .errors import AccessDenied, Conflict, Forbidden, ImageFSError, Invalid, NoAttribute, NotFound, UploadRejected
-from .imports import FinalizeContext, Pipeline
+from .errors import AccessDenied, Conflict, Forbidden, ImageFSError, Invalid, NoAttribute, NotFound
 from .lifecycle import DIRECTORIES, HAS_DATA, LIVE, UPLOADING, Status
 from .staging import StagedUpload
+from .uploads import Uploads
 from .store import BlobReader, BlobStore
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,6 @@ DIRS = {"incoming": INCOMING_INO, **{str(s): ino for s, ino in STATUS_INO.items(
 DIR_STATUS = {ino: status for status, ino in STATUS_INO.items()}
 FIRST_IMAGE_INO = 64
 LINK_TIMEOUT = 1.0
-DELIVERY_GRACE = 30.0  # seconds a writer's process still finds its finalized upload in incoming/
 BLKSIZE = 1 << 20  # large st_blksize: cp and friends size their buffers from it
 
 # Reading data: mode bits shown per status (what the caller may do is checked in open()).
@@ -129,29 +127,16 @@ class ImageTree:
         self.store = store
         self.spawn = spawn  # spawn(async_fn, *args): a background task in the daemon's nursery
         self.kernel = kernel or KernelCache()
-        self.pipeline = Pipeline()
-        self.uploads: dict[int, StagedUpload] = {}
+        self.uploads = Uploads(config, catalog, store, spawn)
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
-        self._finalizing: dict[int, tuple[str, trio.Event]] = {}
-        self._delivered: dict[str, tuple[int, frozenset[int], float]] = {}
         self._allocated: dict[str, int] = {}
         self.mode = "read-write"
         self.started_ns = time.time_ns()  # the directories' times: when this mount began
-        config.staging_path.mkdir(parents=True, exist_ok=True)
 
     # --- start-up ------------------------------------------------------------
     def recover_interrupted(self) -> list[Image]:
-        """Uploads cut off by a crash or an unclean stop: killed with reason "interrupted"."""
-        killed = []
-        for image in self.catalog.images([Status.SAVING, Status.IMPORTING]):
-            killed.append(self.catalog.change_status(image.seq, Status.KILLED, actor="imagefs", reason="interrupted"))
-            log.warning("image %s (%s): upload interrupted, killed", image.id, image.name)
-        keep = {image.id for image in self.catalog.images([Status.QUEUED])}
-        for staged in self.config.staging_path.iterdir():
-            if staged.name not in keep:
-                staged.unlink()
-        return killed
+        return self.uploads.recover_interrupted()
 
     # --- names and attributes ------------------------------------------------
     def _image(self, seq: int) -> Image:
@@ -202,7 +187,7 @@ class ImageTree:
         return Attr(ino, stat.S_IFDIR | mode, 0, 2, self.started_ns, self.started_ns, 0, self.config.attr_timeout)
 
     def _image_attr(self, image: Image) -> Attr:
-        upload = self.uploads.get(image.seq)
+        upload = self.uploads.staged.get(image.seq)
         if image.status in UPLOADING:
             size = upload.size if upload else 0
             blocks = os.fstat(upload.fd).st_blocks if upload and upload.fd >= 0 else 0
@@ -248,7 +233,7 @@ class ImageTree:
         return self._link_attr(image) if is_link else self._image_attr(image)
 
     async def lookup(self, parent: int, name: str, caller: Caller) -> Attr:
-        await self._settle(name)
+        await self.uploads.settle(name)
         if parent == ROOT_INO:
             if name in DIRS:
                 return self._dir_attr(DIRS[name])
@@ -261,38 +246,10 @@ class ImageTree:
         try:
             return self._image_attr(self._in_dir(parent, name))
         except NotFound:
-            if parent != INCOMING_INO or self._delivered_to(name, caller) is None:
+            seq = self.uploads.delivered_to(name, caller.pid) if parent == INCOMING_INO else None
+            if seq is None:
                 raise
-            return self._image_attr(self._delivered_to(name, caller))
-
-    def _delivered_to(self, name: str, caller: Caller) -> Image | None:
-        """The image the caller's own process just delivered as incoming/<name>, during the grace period.
-
-        `rsync --inplace` closes the file and then stats and chmods/utimes it by
-        path; by then finalize has moved it out of incoming/. For a few seconds
-        the writer's process (and only it) still finds it there, and its
-        mode/owner/time changes are accepted and ignored, as on uploads.
-        """
-        delivered = self._delivered.get(name)
-        if delivered is None:
-            return None
-        seq, pids, deadline = delivered
-        if time.monotonic() > deadline:
-            del self._delivered[name]
-            return None
-        if caller.pid not in pids:
-            return None
-        try:
-            return self._image(seq)
-        except NotFound:
-            return None
-
-    async def _settle(self, name: str | None = None) -> None:
-        """Wait for finalizes already under way (of `name`, or all): close() returns before
-        the kernel's release reaches us, so a listing or lookup right after cp waits here."""
-        for final_name, event in list(self._finalizing.values()):
-            if name is None or name == final_name:
-                await event.wait()
+            return self._image_attr(self._image(seq))
 
     def readlink(self, ino: int) -> str:
         image, is_link = self._resolve(ino)
@@ -303,7 +260,7 @@ class ImageTree:
     async def readdir(self, ino: int) -> list[tuple[str, Attr]]:
         if ino == ROOT_INO:
             return [(name, self._dir_attr(d)) for name, d in DIRS.items()]
-        await self._settle()
+        await self.uploads.settle()
         if ino == BY_ID_INO:
             return [(image.id, self._link_attr(image)) for image in self.catalog.images()]
         if ino == INCOMING_INO or ino in DIR_STATUS:
@@ -326,24 +283,13 @@ class ImageTree:
         self.handles[fh] = handle
         return fh
 
-    def _upload_for(self, image: Image) -> StagedUpload:
-        upload = self.uploads.get(image.seq)
-        if upload is None:
-            upload = StagedUpload(
-                self.config.staging_path / image.id, self.config.hash_algorithm,
-                flush_every=self.config.flush_every_mib << 20, zero_holes=self.config.zero_chunks_as_holes,
-                spawn=self.spawn,
-            )
-            self.uploads[image.seq] = upload
-        return upload
-
     def create(self, parent: int, name: str, caller: Caller) -> tuple[int, Attr]:
         if parent != INCOMING_INO:
             raise AccessDenied("images are created in incoming/")
         metadata.validate_name(name)
         image = self.catalog.create_image(name, owner=caller.project, actor=caller.actor)
         log.info("image %s (%s): created by %s", image.id, name, caller.actor)
-        upload = self._upload_for(image)
+        upload = self.uploads.staged_for(image)
         upload.writers += 1
         upload.writer_pids.add(caller.pid)
         return self._new_fh(Handle(image.seq, upload=upload, writable=True)), self._image_attr(image)
@@ -355,13 +301,13 @@ class ImageTree:
             raise ImageFSError("symlink", err=40)  # ELOOP
         writing = flags & os.O_ACCMODE != os.O_RDONLY
         if image.status in UPLOADING:
-            if image.seq in self._finalizing:
+            if self.uploads.is_finalizing(image.seq):
                 raise AccessDenied(f"image {image.id} is being finalized")
             if not writing:
-                upload = self.uploads.get(image.seq)
+                upload = self.uploads.staged.get(image.seq)
                 return self._new_fh(Handle(image.seq, upload=upload)), False
             self._check_modify(image, caller)
-            upload = self._upload_for(image)
+            upload = self.uploads.staged_for(image)
             upload.writers += 1
             upload.writer_pids.add(caller.pid)
             if flags & os.O_TRUNC:
@@ -416,54 +362,11 @@ class ImageTree:
         if upload.writers == 0 and upload.written and not upload.abandoned:
             image = self._image(handle.seq)
             if not image.name.startswith(".") or upload.finalize_on_close:
-                self._start_finalize(image, upload)
-
-    def _start_finalize(self, image: Image, upload: StagedUpload) -> None:
-        # Marked before any await: a lookup that arrives after this release must wait for it.
-        self._finalizing[image.seq] = (image.name, trio.Event())
-        self.spawn(self._finalize, image.seq, upload)
-
-    async def _finalize(self, seq: int, upload: StagedUpload) -> None:
-        try:
-            image = self._image(seq)
-            try:
-                digests = await upload.digests()
-                upload.close()
-                ctx = FinalizeContext(
-                    image, self.catalog.properties(seq), upload.path, upload.size, digests, self.store
-                )
-                await self.pipeline.run(ctx)
-            except UploadRejected as e:
-                upload.discard()
-                self.catalog.change_status(seq, Status.KILLED, actor="imagefs", reason=str(e))
-                log.warning("image %s (%s): killed: %s", image.id, image.name, e)
-                return
-            except Exception as e:
-                upload.discard()
-                self.catalog.change_status(seq, Status.KILLED, actor="imagefs", reason=f"internal error: {e!r}")
-                log.exception("image %s (%s): finalize failed", image.id, image.name)
-                return
-            image = self.catalog.activate(
-                seq, blob_key=ctx.blob_key, store=self.store.name, actor="imagefs", properties=ctx.new_properties,
-                size=ctx.size, checksum=digests.checksum, os_hash_algo=digests.os_hash_algo,
-                os_hash_value=digests.os_hash_value, **ctx.updates,
-            )
-            log.info("image %s (%s): active, %d bytes, %s", image.id, image.name, image.size, image.os_hash_value)
-        finally:
-            self.uploads.pop(seq, None)
-            name, event = self._finalizing.pop(seq)
-            self._remember_delivery(name, seq, upload.writer_pids)
-            event.set()
-
-    def _remember_delivery(self, name: str, seq: int, pids) -> None:
-        now = time.monotonic()
-        for old in [n for n, (_, _, deadline) in self._delivered.items() if deadline < now]:
-            del self._delivered[old]
-        self._delivered[name] = (seq, frozenset(pids), now + DELIVERY_GRACE)
+                self.uploads.start_finalize(image, upload)
 
     async def drain(self) -> None:
         """Wait for every finalize under way (clean unmount)."""
-        await self._settle()
+        await self.uploads.settle()
 
     # --- changing the namespace ----------------------------------------------
     def setattr(self, ino: int, caller: Caller) -> Attr:
@@ -472,7 +375,8 @@ class ImageTree:
         if ino < FIRST_IMAGE_INO:
             raise Forbidden("the directories are fixed")
         image, is_link = self._resolve(ino)
-        if not is_link and self._delivered_to(image.name, caller) == image:
+        if not is_link and self.uploads.delivered_to(image.name, caller.pid) == image.seq:
+            # rsync --inplace's chmod/utimes by path after its close: accepted and ignored, as on uploads
             return self._image_attr(image)
         if is_link or image.status not in UPLOADING:
             raise Forbidden(f"{image.status} images cannot be changed")
@@ -480,10 +384,10 @@ class ImageTree:
 
     async def truncate(self, ino: int, size: int, caller: Caller) -> Attr:
         image, is_link = self._resolve(ino)
-        if is_link or image.status not in UPLOADING or image.seq in self._finalizing:
+        if is_link or image.status not in UPLOADING or self.uploads.is_finalizing(image.seq):
             raise Forbidden(f"{image.status} images cannot be changed")
         self._check_modify(image, caller)
-        upload = self._upload_for(image)
+        upload = self.uploads.staged_for(image)
         if size > 0 and not upload.written and image.status is Status.QUEUED:
             self.catalog.change_status(image.seq, Status.SAVING, actor="imagefs")
         await upload.truncate(size)
@@ -494,40 +398,23 @@ class ImageTree:
             raise Forbidden("the directories are fixed")
         if parent == BY_ID_INO:
             raise AccessDenied("by-id/ is maintained by imagefs")
-        await self._settle(name)
+        await self.uploads.settle(name)
         image = self._in_dir(parent, name)
         self._check_modify(image, caller)
         if image.status in UPLOADING:
-            self._abandon(image, caller)
+            self.uploads.abandon(image, caller.actor)
             return
         if image.protected:
             raise Forbidden(f"image {image.id} is protected")
         blob = self.catalog.delete_image(image.seq, actor=caller.actor)
         log.info("image %s (%s): deleted by %s", image.id, image.name, caller.actor)
         if blob is not None:
-            self.spawn(self._delete_blob, blob.key)
-
-    def _abandon(self, image: Image, caller: Caller) -> None:
-        upload = self.uploads.pop(image.seq, None)
-        if upload is not None:
-            upload.abandoned = True
-            upload.discard()
-        self.catalog.change_status(
-            image.seq, Status.KILLED, actor=caller.actor, reason="upload abandoned: unlinked before finalize"
-        )
-        log.info("image %s (%s): upload abandoned by %s", image.id, image.name, caller.actor)
-
-    async def _delete_blob(self, key: str) -> None:
-        try:
-            await trio.to_thread.run_sync(self.store.delete, key)
-            self._allocated.pop(key, None)
-        except (ImageFSError, OSError) as e:  # an orphan blob; fsck finds and frees it
-            log.warning("blob %s: delete failed: %s", key, e)
+            self.uploads.free_blob(blob.key)
 
     async def rename(self, parent_old: int, old: str, parent_new: int, new: str, caller: Caller) -> None:
         if {parent_old, parent_new} & {ROOT_INO, BY_ID_INO}:
             raise Forbidden("the directories and by-id/ are maintained by imagefs")
-        await self._settle(old)
+        await self.uploads.settle(old)
         image = self._in_dir(parent_old, old)
         metadata.validate_name(new)
         if parent_old == parent_new == INCOMING_INO:
@@ -561,15 +448,15 @@ class ImageTree:
     def _rename_upload(self, image: Image, new: str, caller: Caller) -> None:
         self._check_modify(image, caller)
         self._take_name(image, new)
-        upload = self.uploads.get(image.seq)
-        if upload is None or not upload.written or image.seq in self._finalizing:
+        upload = self.uploads.staged.get(image.seq)
+        if upload is None or not upload.written or self.uploads.is_finalizing(image.seq):
             return
         if image.name.startswith(".") and not new.startswith("."):
             # rsync's delivery: the temp file takes its final name; finalize now or at its last close.
             if upload.writers:
                 upload.finalize_on_close = True
             else:
-                self._start_finalize(self._image(image.seq), upload)
+                self.uploads.start_finalize(self._image(image.seq), upload)
 
     # --- metadata ------------------------------------------------------------
     def _imagefs_attrs(self, image: Image) -> dict[str, str | None]:
@@ -618,7 +505,7 @@ class ImageTree:
         image, is_link = self._resolve(ino)
         if is_link:
             raise Forbidden("by-id links carry no attributes")
-        if image.seq in self._finalizing:
+        if self.uploads.is_finalizing(image.seq):
             raise AccessDenied(f"image {image.id} is being finalized")
         self._check_modify(image, caller)
         properties = self.catalog.properties(image.seq)

@@ -186,6 +186,8 @@ class Catalog:
         now = _now()
         values = {**values, "status": to.value, "updated_ns": now}
         if to is Status.KILLED:
+            if not reason:
+                raise ValueError(f"image seq {seq}: killed needs a reason (user.imagefs.reason)")
             values["reason"] = reason
         if to is Status.DELETED:
             values["deleted_ns"] = now

@@ -115,11 +115,21 @@ def umount(mountpoint: Path) -> None:
     if result.returncode != 0:
         raise MountError(f"cannot unmount {mountpoint}: {result.stderr.strip() or 'busy'}")
     deadline = time.monotonic() + UMOUNT_TIMEOUT
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+    while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if Path(f"/proc/{pid}").exists():
+    if _running(pid):
         raise MountError(f"{mountpoint} is unmounted but the daemon (pid {pid}) has not exited yet")
     click.echo(f"unmounted {mountpoint}")
+
+
+def _running(pid: int) -> bool:
+    """Whether the process still runs: an exited daemon not yet reaped by its parent (the
+    container's init, a subreaper) is a zombie, and done."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _mounts() -> list[Path]:
