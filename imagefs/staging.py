@@ -93,6 +93,11 @@ class StagedUpload:
             self._spawn(self._flush)
         return len(data)
 
+    async def sync(self) -> None:
+        """fsync(2) of an upload: its staged data reaches the disk."""
+        if self.fd >= 0:
+            await trio.to_thread.run_sync(os.fdatasync, self.fd, limiter=FSYNC_LIMITER)
+
     async def _flush(self) -> None:
         try:
             await trio.to_thread.run_sync(os.fdatasync, self.fd, limiter=FSYNC_LIMITER)

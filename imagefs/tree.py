@@ -32,7 +32,7 @@ from .errors import AccessDenied, Conflict, Forbidden, ImageFSError, Invalid, No
 from .lifecycle import DIRECTORIES, HAS_DATA, LIVE, UPLOADING, Status
 from .staging import StagedUpload
 from .uploads import Uploads
-from .store import BlobReader, BlobStore
+from .store import STORE_LIMITER, BlobReader, BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ class ImageTree:
     async def _store_call(self, fn, *args):
         if self.store.local_reads:
             return fn(*args)
-        return await trio.to_thread.run_sync(fn, *args)
+        return await trio.to_thread.run_sync(fn, *args, limiter=STORE_LIMITER)
 
     async def read(self, fh: int, offset: int, length: int) -> bytes:
         handle = self.handles[fh]
@@ -348,8 +348,8 @@ class ImageTree:
 
     async def fsync(self, fh: int) -> None:
         upload = self.handles[fh].upload
-        if upload is not None and upload.fd >= 0:
-            await trio.to_thread.run_sync(os.fdatasync, upload.fd)
+        if upload is not None:
+            await upload.sync()
 
     def release(self, fh: int) -> None:
         handle = self.handles.pop(fh)

@@ -27,7 +27,7 @@ from .errors import ImageFSError, NotFound, UploadRejected
 from .imports import FinalizeContext, Pipeline
 from .lifecycle import Status
 from .staging import StagedUpload
-from .store import BlobStore, blob_key
+from .store import STORE_LIMITER, BlobStore, blob_key
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class Uploads:
             if self.catalog.blob(key) is not None:
                 return  # referenced again by an upload that finalized first
             try:
-                await trio.to_thread.run_sync(self.store.delete, key)
+                await trio.to_thread.run_sync(self.store.delete, key, limiter=STORE_LIMITER)
             except (NotFound, ImageFSError, OSError) as e:  # an orphan blob; fsck finds and frees it
                 log.warning("blob %s: delete failed: %s", key, e)
 

@@ -21,11 +21,9 @@ import trio
 from ..catalog import Image
 from ..errors import UploadRejected
 from ..hashing import Digests
-from ..store import BlobStore, blob_key
+from ..store import STORE_LIMITER, BlobStore, blob_key
 
 log = logging.getLogger(__name__)
-
-STORE_LIMITER = trio.CapacityLimiter(4)
 
 
 @dataclass

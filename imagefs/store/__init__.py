@@ -14,8 +14,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
+import trio
+
 from ..config import StoreConfig
 from ..errors import ConfigError, Invalid
+
+# Store calls in worker threads, daemon-wide: a slow store must not take every thread.
+STORE_LIMITER = trio.CapacityLimiter(8)
 
 _KEY = re.compile(r"(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})")
 
