@@ -194,6 +194,10 @@ def parse_set(
         choices = DISK_FORMATS if key == "disk_format" else CONTAINER_FORMATS
         return Change("column", key, _one_of(key, text, choices))
     if key == "name":
+        if uploading:
+            # An upload's name is its file name (what cp or rsync chose): a name carried in from
+            # an exported image would rename it under the writer's feet. Rename the file instead.
+            raise ReadOnlyField("an upload is named by its file name: rename the file")
         return Change("column", "name", validate_name(text))
     if key in ("min_disk", "min_ram"):
         return Change("column", key, _non_negative_int(key, text))

@@ -8,6 +8,7 @@ fixture's teardown, also when the test failed, and the library's invariants
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -150,3 +151,53 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+# --- helpers for the real-mount tests (tests/test_mount_*.py) ------------------
+
+
+def getfattr_dump(path) -> dict[str, str]:
+    """Every user.* attribute of `path` as `getfattr -d` shows it (read hex-encoded, decoded here)."""
+    out = run("getfattr", "-d", "-e", "hex", "--absolute-names", path).stdout
+    attrs = {}
+    for line in out.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.partition("=")
+        attrs[name] = bytes.fromhex(value[2:]).decode() if value.startswith("0x") else value.strip('"')
+    return attrs
+
+
+def setfattr(path, name: str, value: str | None = None, *, remove: bool = False) -> subprocess.CompletedProcess:
+    """`setfattr -n name -v value path` (or `-x name` with remove=True), not checked: the caller asserts.
+    The value goes hex-encoded, so setfattr passes it byte for byte whatever it contains."""
+    if remove:
+        return run("setfattr", "-x", name, path, check=False)
+    encoded = "0x" + value.encode().hex() if value else '""'
+    return run("setfattr", "-n", name, "-v", encoded, path, check=False)
+
+
+def assert_refused(result: subprocess.CompletedProcess, *errnos: int) -> None:
+    """The command failed, and with (one of) the errno(s) given, as its message shows."""
+    messages = [os.strerror(e) for e in errnos]
+    if errno.ENODATA in errnos:
+        messages.append("No such attribute")  # libattr's own wording (getfattr, setfattr)
+    assert result.returncode != 0, f"{result.args} succeeded; expected {' or '.join(messages)}"
+    assert any(m in result.stderr for m in messages), f"{result.args}: expected {messages}, got {result.stderr!r}"
+
+
+def blob_files(lib: Library) -> list[Path]:
+    """The data files of the local store: one per distinct content."""
+    blobs = lib.data / "store" / "blobs"
+    return sorted(p for p in blobs.rglob("*") if p.is_file()) if blobs.exists() else []
+
+
+def staged_files(lib: Library) -> list[Path]:
+    """What the staging directory holds (uploads in flight)."""
+    staging = lib.data / "staging"
+    return sorted(staging.iterdir()) if staging.exists() else []
+
+
+def getfattr_value(path, name: str) -> str:
+    """One attribute by name (`getfattr -n name --only-values`), also where listxattr hides it."""
+    return run("getfattr", "-n", name, "--only-values", "--absolute-names", path).stdout

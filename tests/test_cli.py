@@ -14,6 +14,15 @@ from conftest import Library, imagefs, run, wait_for
 pytestmark = pytest.mark.fuse
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an exited daemon waits for init to reap it)."""
+    try:
+        state = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
 def test_mount_refuses_a_missing_mountpoint(tmp_path):
     result = imagefs("mount", tmp_path / "nowhere", "--data-dir", tmp_path / "data", check=False)
     assert result.returncode == 3
@@ -128,7 +137,7 @@ def test_umount_waits_for_the_daemon_and_mount_keeps_everything(library, tmp_pat
     before = library.xattrs(active)
     pid = int(os.getxattr(library.mnt, "user.imagefs.pid"))
     library.umount()
-    assert not os.path.exists(f"/proc/{pid}")
+    assert not _running(pid)
     assert not os.path.ismount(library.mnt)
     library.mount()
     assert library.xattrs(active) == before
