@@ -59,6 +59,10 @@ class StagedUpload:
         self.finalize_on_close = False  # set by the rsync-style rename while writers remain
         self.abandoned = False
 
+    def add_writer(self, pid: int) -> None:
+        self.writers += 1
+        self.writer_pids.add(pid)
+
     async def write(self, offset: int, data: bytes) -> int:
         # One write at a time per upload: the hash must see the bytes in file order.
         async with self._lock:

@@ -31,8 +31,8 @@ from .config import Config
 from .errors import AccessDenied, Conflict, Forbidden, ImageFSError, Invalid, NoAttribute, NotFound
 from .lifecycle import DIRECTORIES, HAS_DATA, LIVE, UPLOADING, Status
 from .staging import StagedUpload
-from .uploads import Uploads
 from .store import STORE_LIMITER, BlobReader, BlobStore
+from .uploads import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,6 @@ class Caller:
             return str(self.uid)
 
 
-DAEMON = Caller(0, 0, 0, True)
-
-
 @dataclass(frozen=True)
 class Attr:
     ino: int
@@ -125,9 +122,8 @@ class ImageTree:
         self.config = config
         self.catalog = catalog
         self.store = store
-        self.spawn = spawn  # spawn(async_fn, *args): a background task in the daemon's nursery
         self.kernel = kernel or KernelCache()
-        self.uploads = Uploads(config, catalog, store, spawn)
+        self.uploads = Uploads(config, catalog, store, spawn)  # spawn(async_fn, *args): a daemon task
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._allocated: dict[str, int] = {}
@@ -193,7 +189,7 @@ class ImageTree:
             blocks = os.fstat(upload.fd).st_blocks if upload and upload.fd >= 0 else 0
             timeout = 0  # uploads change under the writer and leave incoming/ at finalize: never cached
         else:
-            size = image.size or 0 if image.status in HAS_DATA else 0
+            size = (image.size or 0) if image.status in HAS_DATA else 0
             blocks = self._blocks(image) if image.status in HAS_DATA else 0
             timeout = self.config.attr_timeout
         mode = stat.S_IFREG | DATA_MODE[image.status]
@@ -290,8 +286,7 @@ class ImageTree:
         image = self.catalog.create_image(name, owner=caller.project, actor=caller.actor)
         log.info("image %s (%s): created by %s", image.id, name, caller.actor)
         upload = self.uploads.staged_for(image)
-        upload.writers += 1
-        upload.writer_pids.add(caller.pid)
+        upload.add_writer(caller.pid)
         return self._new_fh(Handle(image.seq, upload=upload, writable=True)), self._image_attr(image)
 
     async def open(self, ino: int, flags: int, caller: Caller) -> tuple[int, bool]:
@@ -308,8 +303,7 @@ class ImageTree:
                 return self._new_fh(Handle(image.seq, upload=upload)), False
             self._check_modify(image, caller)
             upload = self.uploads.staged_for(image)
-            upload.writers += 1
-            upload.writer_pids.add(caller.pid)
+            upload.add_writer(caller.pid)
             if flags & os.O_TRUNC:
                 await upload.truncate(0)
             return self._new_fh(Handle(image.seq, upload=upload, writable=True)), False
