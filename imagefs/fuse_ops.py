@@ -203,9 +203,12 @@ class FuseOperations(pyfuse3.Operations):
         raise pyfuse3.FUSEError(errno.EPERM)
 
     async def getxattr(self, inode, name, ctx):
-        # The kernel asks for security.capability before every write: answer without work.
+        # Only user.* is kept. The kernel asks for security.capability before every write, and
+        # ls -l for security.selinux and system.posix_acl_access of every file: EOPNOTSUPP (not
+        # ENODATA) answers at once and lets ls stop asking for the rest of the mount. (The kernel
+        # only stops sending getxattr altogether on ENOSYS.)
         if not name.startswith(b"user."):
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         with _errors():
             return self.tree.getxattr(inode, os.fsdecode(name))
 
@@ -222,7 +225,7 @@ class FuseOperations(pyfuse3.Operations):
 
     async def removexattr(self, inode, name, ctx):
         if not name.startswith(b"user."):
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         with _errors():
             self.tree.removexattr(inode, os.fsdecode(name), self._caller(ctx))
             await self.tree.kernel.settle()

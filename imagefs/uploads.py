@@ -139,8 +139,13 @@ class Uploads:
 
     def _remember_delivery(self, name: str, seq: int, pids) -> None:
         now = time.monotonic()
-        for old in [n for n, (_, _, deadline) in self._delivered.items() if deadline < now]:
-            del self._delivered[old]
+        # Oldest first (re-inserted names move to the end), so expired entries are a prefix.
+        while self._delivered:
+            oldest = next(iter(self._delivered))
+            if self._delivered[oldest][2] > now:
+                break
+            del self._delivered[oldest]
+        self._delivered.pop(name, None)
         self._delivered[name] = (seq, frozenset(pids), now + DELIVERY_GRACE)
 
     def abandon(self, image: Image, actor: str) -> None:

@@ -282,3 +282,22 @@ def test_formats_are_validated_while_queued_and_fixed_once_active(library, tmp_p
     assert (attrs["user.image.disk_format"], attrs["user.image.container_format"]) == ("raw", "bare")
     assert _refusals(active, [("user.image.disk_format", "qcow2"), ("user.image.container_format", "ovf")],
                      errno.EPERM) == []
+
+
+def test_only_user_attributes_exist_and_ls_stops_asking_for_labels_and_acls(library, tmp_path):
+    """security.* and system.* are not supported (EOPNOTSUPP, not ENODATA): ls -l asks once per
+    mount instead of twice per file, and the kernel's security.capability check before writes
+    costs nothing."""
+    for i in range(3):
+        source = tmp_path / f"img{i}"
+        source.write_bytes(os.urandom(1000))
+        library.upload(source)
+    active = library.path("active", "img0")
+    for name in ("security.selinux", "system.posix_acl_access", "security.capability", "trusted.x"):
+        with pytest.raises(OSError) as raised:
+            os.getxattr(active, name)
+        assert raised.value.errno == errno.EOPNOTSUPP, name
+    assert os.getxattr(active, "user.image.status") == b"active"  # user.* still answered
+    traced = run("strace", "-f", "-c", "-e", "trace=getxattr,lgetxattr", "ls", "-l", library.mnt / "active")
+    calls = [line.split() for line in traced.stderr.splitlines() if line.strip().endswith("getxattr")]
+    assert sum(int(fields[3]) for fields in calls) <= 2, traced.stderr
