@@ -103,10 +103,15 @@ class Library:
         return os.getxattr(path, f"user.image.{field}").decode()
 
     def upload(self, source: Path, name: str | None = None) -> Path:
-        """cp into incoming/ and return the image's path in active/."""
+        """cp into incoming/ and return the image's path in active/, once finalized.
+
+        cp returns at close(), before the kernel's release reaches the daemon; a lookup
+        of the name waits for that finalize, as an operator's ls would."""
         name = name or source.name
         run("cp", source, self.mnt / "incoming" / name)
-        return self.path("active", name)
+        active = self.path("active", name)
+        os.path.exists(active)
+        return active
 
     def check(self) -> None:
         report = check_library(self.config)

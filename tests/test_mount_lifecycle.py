@@ -17,7 +17,9 @@ def _upload(library, tmp_path, name, size=100_000, seed=None):
     source = tmp_path / f"{name}.src"
     source.write_bytes(data)
     run("cp", source, library.mnt / "incoming" / name)
-    return library.path("active", name), hashlib.sha512(data).hexdigest()
+    active = library.path("active", name)
+    os.path.exists(active)  # the lookup waits for the finalize the kernel's release started
+    return active, hashlib.sha512(data).hexdigest()
 
 
 def _sha512sum(path) -> str:
