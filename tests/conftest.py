@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -119,9 +120,9 @@ class Library:
         assert report.orphans == [], report.orphans
 
 
-@pytest.fixture
-def library(tmp_path):
-    lib = Library(tmp_path)
+@contextmanager
+def mounted(lib: Library):
+    """Mount, always unmount, then check the library's invariants."""
     lib.mount()
     try:
         yield lib
@@ -131,21 +132,9 @@ def library(tmp_path):
 
 
 @pytest.fixture
-def make_library(tmp_path):
-    """A library with a config file of the test's own: make_library(toml_text)."""
-    made = []
-
-    def make(config_text: str = "") -> Library:
-        lib = Library(tmp_path / f"lib{len(made)}", config_text)
-        made.append(lib)
-        lib.mount()
-        return lib
-
-    yield make
-    for lib in made:
-        lib.force_unmount()
-    for lib in made:
-        lib.check()
+def library(tmp_path):
+    with mounted(Library(tmp_path)) as lib:
+        yield lib
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from conftest import Library, run
+from conftest import Library, mounted, run
 
 pytestmark = pytest.mark.fuse
 
@@ -26,13 +26,8 @@ def library():
     """A library other users can reach (pytest's own temp dirs are private to root)."""
     root = Path(tempfile.mkdtemp(prefix="imagefs-access-"))
     os.chmod(root, 0o755)
-    lib = Library(root)
-    lib.mount()
-    try:
+    with mounted(Library(root)) as lib:
         yield lib
-    finally:
-        lib.force_unmount()
-    lib.check()
     shutil.rmtree(root)
 
 
