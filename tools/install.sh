@@ -61,6 +61,7 @@ prefix=${IMAGEFS_PREFIX:-/opt/imagefs}
 packages=(
   ca-certificates python3 python3-venv python3-dev gcc libc6-dev pkg-config
   fuse3 libfuse3-dev qemu-utils attr rsync xz-utils bzip2 zstd procps strace
+  genisoimage xorriso
 )
 export DEBIAN_FRONTEND=noninteractive
 say "installing Debian packages: ${packages[*]}"

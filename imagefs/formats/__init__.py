@@ -42,6 +42,7 @@ class Detection:
     checks: dict[str, str | None] = field(default_factory=dict)  # "<format>.<check>" -> None or why it failed
     properties: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)  # why the data must not become active
+    container_format: str | None = None  # ova, docker, compressed: a container inspector matched
 
     @property
     def failed_checks(self) -> dict[str, str]:
@@ -79,7 +80,7 @@ class FormatDetector:
     def _drop(self, inspector: Inspector, error: FormatError) -> None:
         self.inspectors.remove(inspector)
         self.errors[inspector.name] = str(error)
-        if _matches(inspector):
+        if inspector.kind == "disk" and _matches(inspector):
             self._broken[inspector.name] = str(error)
 
     def finish(self) -> Detection:
@@ -88,9 +89,14 @@ class FormatDetector:
                 inspector.end()
             except FormatError as e:
                 self._drop(inspector, e)
-        matched = [i for i in self.inspectors if i.name != "raw" and _matches(i)]
+        matched = [i for i in self.inspectors if i.name != "raw" and i.kind == "disk" and _matches(i)]
         names = sorted({i.name for i in matched} | set(self._broken))
         detection = Detection("raw", names, self.position, self.position)
+        containers = sorted(i.name for i in self.inspectors if i.kind == "container" and _matches(i))
+        if len(containers) == 1:
+            detection.container_format = containers[0]
+        elif containers:
+            detection.problems.append(f"the data matches more than one container format: {', '.join(containers)}")
         for name, why in sorted(self._broken.items()):
             detection.problems.append(f"{name} header is invalid: {why}")
         # Format confusion: one image read as two formats. Bootable ISOs carry a GPT or MBR: those are ISOs.

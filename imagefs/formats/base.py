@@ -55,6 +55,9 @@ class Inspector:
     """One format. Subclasses set `name` (as qemu-img names it) and override the hooks."""
 
     name = "raw"
+    # "disk": a disk_format, competing in the multi-format rule; "container": a container_format (ova, docker,
+    # compressed), reported beside the disk format and never competing with it.
+    kind = "disk"
 
     def __init__(self) -> None:
         self.position = 0  # bytes of the stream seen so far
@@ -62,6 +65,7 @@ class Inspector:
         self._done: dict[str, bytes] = {}
         self._tail_length = 0
         self._tail = bytearray()
+        self._horizon: int | None = None  # while on_region runs: the end of the region that completed
         self.ended = False
         self.start()
 
@@ -70,18 +74,25 @@ class Inspector:
         """Ask for bytes [offset, offset+length) of the stream, delivered to on_region(key, data)."""
         if offset < 0 or length < 0:
             raise FormatError(f"{self.name}: negative region {key} at {offset}+{length}")
-        if offset < self.position and length:
+        # Declared while a region completes: the stream is at that region's end, whatever the chunk size
+        # (the chunk may reach further), so the answer never depends on how the data was cut.
+        floor = self.position if self._horizon is None else self._horizon
+        if offset < floor and length:
             raise FormatError(f"{self.name}: region {key} at {offset} lies before the data still to come")
-        held = sum(r.length for r in self._regions.values()) + length + self._tail_length
-        if held > MAX_CAPTURED:
+        if self._held() + length > MAX_CAPTURED:
             raise FormatError(f"{self.name}: region {key} of {length} bytes exceeds the memory bound")
         self._regions[key] = _Region(offset, length)
         if length == 0:
             self._finish_region(key)
 
+    def _held(self) -> int:
+        """Bytes held: regions pending and completed, and the tail."""
+        pending = sum(r.length for r in self._regions.values())
+        return pending + sum(map(len, self._done.values())) + self._tail_length
+
     def capture_tail(self, length: int) -> None:
         """Keep the last `length` bytes of the stream, for end(): footers."""
-        if length + sum(r.length for r in self._regions.values()) > MAX_CAPTURED:
+        if self._held() - self._tail_length + max(self._tail_length, length) > MAX_CAPTURED:
             raise FormatError(f"{self.name}: a tail of {length} bytes exceeds the memory bound")
         self._tail_length = max(self._tail_length, length)
 
@@ -142,7 +153,11 @@ class Inspector:
         region = self._regions.pop(key)
         data = bytes(region.data)
         self._done[key] = data
-        self.on_region(key, data)
+        outer, self._horizon = self._horizon, region.end
+        try:
+            self.on_region(key, data)
+        finally:
+            self._horizon = outer
 
     def end(self) -> None:
         self.ended = True
