@@ -28,7 +28,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "flush_every_mib": 64,
         "zero_chunks_as_holes": True,
     },
-    "inspection": {},
+    "inspection": {"require_image_format_match": True},
     "import": {},
     "signing": {},
     "access": {"admin_uids": [0]},
@@ -54,6 +54,7 @@ class Config:
     flush_every_mib: int = 64
     zero_chunks_as_holes: bool = True
     admin_uids: tuple[int, ...] = (0,)
+    require_image_format_match: bool = True
     attr_timeout: float = 3600.0
     default_store: str = "local"
     stores: dict[str, StoreConfig] = field(default_factory=dict)
@@ -132,7 +133,8 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
         stores["local"] = StoreConfig("local", "dir", data_dir / "store")
     if default_store not in stores:
         raise ConfigError(f"[stores] default = {default_store!r} names no [stores.{default_store}] table")
-    for empty in ("inspection", "import", "signing", "delete"):
+    inspection = _section(raw, "inspection")
+    for empty in ("import", "signing", "delete"):
         _section(raw, empty)  # refuses keys until the features that own them land
     cache = _section(raw, "cache")
     return Config(
@@ -142,6 +144,7 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
         flush_every_mib=int(upload["flush_every_mib"]),
         zero_chunks_as_holes=bool(upload["zero_chunks_as_holes"]),
         admin_uids=tuple(_section(raw, "access")["admin_uids"]),
+        require_image_format_match=bool(inspection["require_image_format_match"]),
         attr_timeout=float(cache["attr_timeout"]),
         default_store=default_store,
         stores=stores,

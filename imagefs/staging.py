@@ -6,6 +6,13 @@ the staged file is fdatasync'ed every `flush_every_mib` in a worker thread so
 that the fsync at finalize only has the tail left to write. All-zero chunks
 are not written at all (the file grows by ftruncate), so a raw image with
 empty regions is thin on disk whichever way it was copied in.
+
+Format inspection (formats.FormatDetector) sees the same chunks as the
+hasher, in order, on the trio thread (it only copies the few header regions
+it asked for, so a chunk costs it a little bookkeeping); forward gaps are fed
+as zeros to both. When the writes stop being sequential, both fall back to
+the staged file at finalize: the hash pass (hashing.hash_file) and one
+inspection pass (formats.detect_file) run side by side in worker threads.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from pathlib import Path
 
 import trio
 
-from .hashing import Digests, StreamHasher, hash_file
+from .formats import Detection, FormatDetector, detect_file
+from .hashing import HASH_LIMITER, Digests, StreamHasher, hash_file
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,8 @@ class StagedUpload:
         self.sequential = True
         self._next = 0
         self._hasher: StreamHasher | None = StreamHasher(algorithm)
+        self._detector: FormatDetector | None = FormatDetector()
+        self._detector_error: BaseException | None = None  # an inspector bug: reported at finalize
         self._flush_every = flush_every
         self._unflushed = 0
         self._zero_holes = zero_holes
@@ -86,6 +96,7 @@ class StagedUpload:
             # A forward gap is a hole: zeros in the data, so the stream stays hashable in order.
             await self._feed_zeros(offset - self._next)
             self._next = end
+            self._inspect(data)
             await self._hasher.feed(data, self._spawn)
         elif self.sequential:
             log.debug("%s: rewrite at %d below %d: hashing at finalize instead", self.path.name, offset, self._next)
@@ -118,6 +129,7 @@ class StagedUpload:
         os.ftruncate(self.fd, size)
         if size == 0:  # open(O_TRUNC) of an upload: start over
             self.sequential, self._next, self._hasher = True, 0, StreamHasher(self.algorithm)
+            self._detector, self._detector_error = FormatDetector(), None
         elif self.sequential and size >= self.size == self._next:
             await self._feed_zeros(size - self._next)
             self._next = size
@@ -129,21 +141,54 @@ class StagedUpload:
     async def _feed_zeros(self, length: int) -> None:
         while length > 0:
             n = min(length, 1 << 20)
-            await self._hasher.feed(_zeros(n), self._spawn)
+            zeros = _zeros(n)
+            self._inspect(zeros)
+            await self._hasher.feed(zeros, self._spawn)
             length -= n
+
+    def _inspect(self, chunk: bytes) -> None:
+        """Feed the format detector. Inspectors raise only FormatError on bad data (the detector
+        handles it); anything else is a bug in one: kept for finalize, which then fails, never the write."""
+        if self._detector is None or self._detector_error is not None:
+            return
+        try:
+            self._detector.feed(chunk)
+        except Exception as e:
+            log.exception("%s: format inspection failed", self.path.name)
+            self._detector_error = e
 
     def _stop_streaming(self) -> None:
         self.sequential = False
         self._hasher = None
+        self._detector = None
 
     def read(self, offset: int, length: int) -> bytes:
         return os.pread(self.fd, max(0, min(length, self.size - offset)), offset)
 
-    async def digests(self) -> Digests:
-        """The hashes of everything written: streamed if sequential, else one pass over the file now."""
+    async def finish(self) -> tuple[Digests, Detection]:
+        """The digests and the format detection of everything written.
+
+        Sequential writes: both come from the stream (no read of the file). Otherwise the
+        file is hashed (hash_file) and inspected (detect_file, its own sequential read) now,
+        side by side in worker threads.
+        """
         if self.sequential:
-            return await self._hasher.finish()
-        return await hash_file(self.path, self.algorithm)
+            digests = await self._hasher.finish()
+            if self._detector_error is not None:
+                raise self._detector_error
+            return digests, self._detector.finish()
+        results = {}
+
+        async def hash_it():
+            results["digests"] = await hash_file(self.path, self.algorithm)
+
+        async def detect_it():
+            results["detection"] = await trio.to_thread.run_sync(detect_file, self.path, limiter=HASH_LIMITER)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hash_it)
+            nursery.start_soon(detect_it)
+        return results["digests"], results["detection"]
 
     def close(self) -> None:
         if self.fd >= 0:

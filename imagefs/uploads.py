@@ -1,8 +1,9 @@
 """Uploads in flight: their staged files, their finalize, and what keeps finalize and blob deletion apart.
 
 The tree decides *when* (last close of a writer, rsync's rename, unlink);
-this module does the work. Finalize runs as a background task: the digests
-(streamed, or one pass over the staged file), the pipeline's named steps, then
+this module does the work. Finalize runs as a background task: the digests and
+the format detection (streamed, or one pass over the staged file), the
+pipeline's named steps (imports: verify_declared, inspect, store_data), then
 one catalog transaction that references the blob and makes the image active,
 or kills it with the failing step's reason.
 
@@ -105,12 +106,13 @@ class Uploads:
         try:
             image = self.catalog.image(seq)
             try:
-                digests = await upload.digests()
+                digests, detection = await upload.finish()
                 upload.close()
                 key = blob_key(digests.os_hash_algo, digests.os_hash_value)
                 async with self._exclusive(key):
                     ctx = FinalizeContext(
-                        image, self.catalog.properties(seq), upload.path, upload.size, digests, self.store
+                        image, self.catalog.properties(seq), upload.path, upload.size, digests, self.store,
+                        detection=detection, config=self.config,
                     )
                     await self.pipeline.run(ctx)
                     image = self.catalog.activate(

@@ -28,6 +28,6 @@ def main(verbose: bool) -> None:
     )
 
 
-from . import images, mount  # noqa: E402  (commands register themselves on main)
+from . import images, inspect, mount  # noqa: E402  (commands register themselves on main)
 
-__all__ = ["main", "images", "mount"]
+__all__ = ["main", "images", "inspect", "mount"]
