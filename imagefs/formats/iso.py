@@ -99,7 +99,9 @@ class IsoInspector(Inspector):
             elif tag == TAG_TERMINATING:
                 break
         self.partition_end = end or None
-        if end and end - 1 >= self.position:
+        # Only a partition ending past the region just read is still to be located (not self.position: that is
+        # where the current chunk began, and the answer would depend on the chunk size).
+        if end and end - 1 >= self._horizon:
             self.capture("volume_end", end - 1, 1)  # as for ISO 9660: the data must reach the partition's end
 
     def _capture_volume_end(self, index: int) -> None:

@@ -90,6 +90,8 @@ class Descriptor:
         for line in self.extents:
             fields = line.split()
             if len(fields) > 1 and fields[1].isdigit():
+                if len(fields[1]) > 20:  # beyond uint64, and int() refuses 4300 digits and more (ValueError)
+                    raise FormatError(f"the extent size {fields[1][:24]}... is impossible")
                 total += int(fields[1])
         return total
 
