@@ -115,7 +115,7 @@ class StagedUpload:
 
     async def _flush(self) -> None:
         try:
-            await trio.to_thread.run_sync(os.fdatasync, self.fd, limiter=FSYNC_LIMITER)
+            await self.sync()
         except OSError as e:  # finalize's own fsync will report it
             log.warning("%s: background fdatasync failed: %s", self.path.name, e)
         finally:

@@ -17,7 +17,9 @@ from imagefs.config import load_config
 from imagefs.fsck import check
 from imagefs.lifecycle import Status
 from imagefs.store import open_store
-from imagefs.tree import Caller, ImageTree
+import pytest
+
+from imagefs.tree import FIRST_IMAGE_INO, Caller, ImageTree
 
 ACTOR = "uid:1000"
 
@@ -81,3 +83,15 @@ class TreeEnv:
 
     def staged_files(self) -> list[str]:
         return sorted(p.name for p in self.config.staging_path.iterdir())
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A TreeEnv in the test's temp dir, its catalog closed afterwards."""
+    env = TreeEnv(tmp_path / "data")
+    yield env
+    env.catalog.close()
+
+
+def seq_of(ino: int) -> int:
+    return (ino - FIRST_IMAGE_INO) // 2

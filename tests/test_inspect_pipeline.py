@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_unit import TreeEnv, me
+from helpers_unit import TreeEnv, env, me, seq_of  # noqa: F401  (env is a fixture)
 
 import imagefs.imports
 import imagefs.staging
@@ -26,7 +26,7 @@ import imagefs.formats.registry  # noqa: F401  (every inspector registered befor
 from imagefs.formats import REGISTRY, Inspector, detect_file
 from imagefs.imports import FinalizeContext, inspect
 from imagefs.lifecycle import Status
-from imagefs.tree import FIRST_IMAGE_INO, INCOMING_INO
+from imagefs.tree import INCOMING_INO
 
 OWNER = me()
 CHUNK = 128 * 1024
@@ -64,17 +64,6 @@ def samples(tmp_path):
     out["random"] = d / "random.raw"
     out["random"].write_bytes(random.Random(3).randbytes(3 * CHUNK + 17))
     return out
-
-
-@pytest.fixture
-def env(tmp_path):
-    env = TreeEnv(tmp_path / "data")
-    yield env
-    env.catalog.close()
-
-
-def seq_of(ino: int) -> int:
-    return (ino - FIRST_IMAGE_INO) // 2
 
 
 async def upload(tree, name, data: bytes, declare=None, order=None) -> int:

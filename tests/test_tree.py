@@ -8,11 +8,11 @@ import stat
 import pytest
 import trio
 import trio.testing
-from helpers_unit import TreeEnv, me
+from helpers_unit import TreeEnv, env, me, seq_of  # noqa: F401  (env is a fixture)
 
 from imagefs.errors import AccessDenied, Conflict, Forbidden, Invalid, NoAttribute, NotFound, ReadOnlyField
 from imagefs.lifecycle import Status
-from imagefs.tree import BY_ID_INO, Caller, DIRS, FIRST_IMAGE_INO, INCOMING_INO, ROOT_INO, STATUS_INO, image_ino, link_ino
+from imagefs.tree import BY_ID_INO, Caller, DIRS, INCOMING_INO, ROOT_INO, STATUS_INO, image_ino, link_ino
 
 ADMIN = me(admin=True)
 OWNER = me()  # not an admin, but the owner's project of everything it uploads
@@ -24,17 +24,6 @@ ACTIVE, DEACTIVATED, KILLED, QUEUED, SAVING, PENDING = (
     STATUS_INO[Status.ACTIVE], STATUS_INO[Status.DEACTIVATED], STATUS_INO[Status.KILLED], STATUS_INO[Status.QUEUED],
     STATUS_INO[Status.SAVING], STATUS_INO[Status.PENDING_DELETE],
 )
-
-
-@pytest.fixture
-def env(tmp_path):
-    env = TreeEnv(tmp_path / "data")
-    yield env
-    env.catalog.close()
-
-
-def seq_of(ino: int) -> int:
-    return (ino - FIRST_IMAGE_INO) // 2
 
 
 async def write_all(tree, fh, data, chunk=CHUNK):
