@@ -229,7 +229,8 @@ def test_update_image_refuses_status_and_data_columns(catalog):
 def test_properties_set_replace_delete(catalog):
     image = catalog.create_image("a", owner="demo", actor=ACTOR)
     catalog.set_property(image.seq, "hw_disk_bus", "virtio")
-    catalog.set_properties(image.seq, {"os_distro": "ubuntu", "hw_disk_bus": "scsi"})
+    catalog.set_property(image.seq, "os_distro", "ubuntu")
+    catalog.set_property(image.seq, "hw_disk_bus", "scsi")
     assert catalog.properties(image.seq) == {"hw_disk_bus": "scsi", "os_distro": "ubuntu"}
     assert catalog.image(image.seq).updated_ns >= image.updated_ns
     catalog.delete_property(image.seq, "hw_disk_bus")

@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from ..errors import Conflict, NotFound
-from ..lifecycle import LIVE, Status, check_transition
+from ..lifecycle import HAS_DATA, LIVE, Status, check_transition
 from .records import Blob, HistoryEntry, Image
 from .schema import migrate
 
@@ -240,11 +240,6 @@ class Catalog:
             )
             self._update(seq, {"updated_ns": _now()})
 
-    def set_properties(self, seq: int, values: dict[str, str]) -> None:
-        with self.db.atomic():
-            for name, value in values.items():
-                self.set_property(seq, name, value)
-
     def delete_property(self, seq: int, name: str) -> None:
         with self.db.atomic():
             cursor = self.db.execute("DELETE FROM image_properties WHERE image_seq = ? AND name = ?", [seq, name])
@@ -266,18 +261,16 @@ class Catalog:
         (result,) = self.db.execute("PRAGMA integrity_check").fetchone()
         if result != "ok":
             problems.append(f"sqlite integrity_check: {result}")
-        for seq, status, key, size, h in self.db.execute(
-            "SELECT seq, status, blob_key, size, os_hash_value FROM images"
+        for seq, status, key, size, h, reason in self.db.execute(
+            "SELECT seq, status, blob_key, size, os_hash_value, reason FROM images"
         ):
-            has_data = status in ("active", "deactivated", "pending_delete")
+            has_data = status in HAS_DATA
             if has_data and (key is None or size is None or h is None):
                 problems.append(f"image seq {seq} is {status} without data, size or hash")
             if not has_data and key is not None:
                 problems.append(f"image seq {seq} is {status} but references blob {key}")
-            if status == "killed":
-                (reason,) = self.db.execute("SELECT reason FROM images WHERE seq = ?", [seq]).fetchone()
-                if not reason:
-                    problems.append(f"image seq {seq} is killed without a reason")
+            if status == "killed" and not reason:
+                problems.append(f"image seq {seq} is killed without a reason")
         for key, refcount, actual in self.db.execute(
             "SELECT b.key, b.refcount, (SELECT count(*) FROM images i WHERE i.blob_key = b.key) FROM blobs b"
         ):
