@@ -7,24 +7,16 @@ import struct
 import pytest
 
 from helpers_formats import (
-    MiB, assert_truncated, detect, detect_all_sizes, peak_detection_memory, qemu_img, qemu_virtual_size,
-    requires_qemu_img, truncated_copy,
+    LUKS_SECRET, MiB, assert_truncated, detect, detect_all_sizes, make_luks, peak_detection_memory, qemu_img,
+    qemu_virtual_size, requires_qemu_img, truncated_copy,
 )
 
 pytestmark = requires_qemu_img
 
-SECRET = ("--object", "secret,id=sec0,data=secret")
-
-
-def make_luks(path, size, *options):
-    qemu_img("create", "-q", "-f", "luks", *SECRET, "-o", ",".join(["key-secret=sec0", *options]), path, size)
-    return path
-
-
 def luks_virtual_size(path) -> int:
     """qemu-img's answer, opening the volume with its key (--image-opts), as a hypervisor would."""
     with_key = qemu_virtual_size(f"driver=luks,key-secret=sec0,file.filename={path}", None,
-                                 *SECRET, "--image-opts")
+                                 *LUKS_SECRET, "--image-opts")
     assert with_key == qemu_virtual_size(path)  # and the header-only answer agrees
     return with_key
 

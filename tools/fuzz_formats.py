@@ -57,7 +57,13 @@ EXTREMES = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 2**31 - 1, 2**31,
 
 # --- seeds -----------------------------------------------------------------------------------------------------
 def _run(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True)
+    # qemu-img times luks key derivation on the CPU clock and now and then gives up with
+    # "Unable to get accurate CPU usage": that one failure is retried.
+    for _ in range(4):
+        result = subprocess.run(args, capture_output=True)
+        if b"accurate CPU usage" not in result.stderr:
+            break
+    result.check_returncode()
 
 
 def _tar(members: list[tuple[str, bytes]], fmt: int = tarfile.USTAR_FORMAT) -> bytes:
