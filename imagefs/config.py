@@ -27,16 +27,27 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "staging_dir": "",  # empty: <data_dir>/staging
         "flush_every_mib": 64,
         "zero_chunks_as_holes": True,
+        "staging_quota_mib": 0,  # 0: no quota, the staging filesystem's free space is the limit
     },
     "inspection": {"require_image_format_match": True},
     "import": {},
-    "signing": {},
+    "signing": {
+        "certificate_dir": "",  # empty: <data_dir>/certificates
+        "trusted_ca_file": "",  # empty: no trust store (Glance's checks only)
+        "verify_certificate": True,  # with a trust store: chain, validity period, digitalSignature
+    },
     "access": {"admin_uids": [0]},
     "delete": {},
     "cache": {"attr_timeout": 3600.0},
 }
 
-STORE_DEFAULTS = {"type": "dir", "path": ""}  # empty path: <data_dir>/store
+STORE_DEFAULTS: dict[str, object] = {
+    "type": "dir",
+    "path": "",  # empty: <data_dir>/store
+    "require_mount": False,  # the path must be a mount point (a share): never written to otherwise
+    "probe_interval": 0.5,  # seconds between health probes
+    "timeout": 5.0,  # seconds a store call or probe may take before the store counts as failed
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +55,9 @@ class StoreConfig:
     name: str
     type: str
     path: Path
+    require_mount: bool = False
+    probe_interval: float = 0.5
+    timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -53,11 +67,20 @@ class Config:
     staging_dir: Path | None = None
     flush_every_mib: int = 64
     zero_chunks_as_holes: bool = True
+    staging_quota_mib: int = 0
     admin_uids: tuple[int, ...] = (0,)
     require_image_format_match: bool = True
     attr_timeout: float = 3600.0
     default_store: str = "local"
     stores: dict[str, StoreConfig] = field(default_factory=dict)
+    certificate_dir: Path | None = None
+    trusted_ca_file: Path | None = None
+    verify_certificate: bool = True
+
+    @property
+    def certificate_path(self) -> Path:
+        """The directory of signing certificates (the certificate store)."""
+        return self.certificate_dir or self.data_dir / "certificates"
 
     @property
     def catalog_path(self) -> Path:
@@ -118,6 +141,8 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
     if hashing["algorithm"] not in HASH_ALGORITHMS:
         raise ConfigError(f"[hashing] algorithm must be one of {', '.join(HASH_ALGORITHMS)}")
     upload = _section(raw, "upload")
+    if upload["staging_quota_mib"] < 0:
+        raise ConfigError("[upload] staging_quota_mib must be 0 (no quota) or more")
     stores_raw = _section(raw, "stores")
     default_store = stores_raw.pop("default")
     stores = {}
@@ -127,15 +152,25 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
         unknown = set(table) - set(STORE_DEFAULTS)
         if unknown:
             raise ConfigError(f"unknown key(s) in [stores.{name}]: {', '.join(sorted(unknown))}")
+        for key, value in table.items():
+            if not _same_type(value, STORE_DEFAULTS[key]):
+                raise ConfigError(f"[stores.{name}] {key} = {value!r}: expected a {type(STORE_DEFAULTS[key]).__name__}")
         table = {**STORE_DEFAULTS, **table}
-        stores[name] = StoreConfig(name, table["type"], Path(os.path.abspath(table["path"] or data_dir / "store")))
+        if table["probe_interval"] <= 0 or table["timeout"] <= 0:
+            raise ConfigError(f"[stores.{name}] probe_interval and timeout must be positive")
+        stores[name] = StoreConfig(
+            name, table["type"], Path(os.path.abspath(table["path"] or data_dir / "store")),
+            require_mount=table["require_mount"], probe_interval=float(table["probe_interval"]),
+            timeout=float(table["timeout"]),
+        )
     if "local" not in stores:
         stores["local"] = StoreConfig("local", "dir", data_dir / "store")
     if default_store not in stores:
         raise ConfigError(f"[stores] default = {default_store!r} names no [stores.{default_store}] table")
     inspection = _section(raw, "inspection")
-    for empty in ("import", "signing", "delete"):
+    for empty in ("import", "delete"):
         _section(raw, empty)  # refuses keys until the features that own them land
+    signing = _section(raw, "signing")
     cache = _section(raw, "cache")
     return Config(
         data_dir=data_dir,
@@ -143,9 +178,13 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
         staging_dir=Path(os.path.abspath(upload["staging_dir"])) if upload["staging_dir"] else None,
         flush_every_mib=int(upload["flush_every_mib"]),
         zero_chunks_as_holes=bool(upload["zero_chunks_as_holes"]),
+        staging_quota_mib=int(upload["staging_quota_mib"]),
         admin_uids=tuple(_section(raw, "access")["admin_uids"]),
         require_image_format_match=bool(inspection["require_image_format_match"]),
         attr_timeout=float(cache["attr_timeout"]),
         default_store=default_store,
         stores=stores,
+        certificate_dir=Path(os.path.abspath(signing["certificate_dir"])) if signing["certificate_dir"] else None,
+        trusted_ca_file=Path(os.path.abspath(signing["trusted_ca_file"])) if signing["trusted_ca_file"] else None,
+        verify_certificate=signing["verify_certificate"],
     )

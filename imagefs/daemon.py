@@ -25,6 +25,8 @@ from .catalog import Catalog
 from .config import Config
 from .errors import MountError
 from .fuse_ops import FuseOperations, PyfuseKernelCache
+from .mounts import mounted_fstype
+from .recovery import CrashRecovery
 from .store import open_store
 from .tree import ImageTree
 
@@ -43,19 +45,6 @@ def sd_notify(message: str) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         sock.connect(address)
         sock.sendall(message.encode())
-
-
-def mounted_fstype(path: Path) -> str | None:
-    """The filesystem type mounted exactly at `path`, from /proc/self/mountinfo."""
-    target = os.path.realpath(path)
-    found = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            mount_point = fields[4].encode().decode("unicode_escape")
-            if mount_point == target:
-                found = fields[fields.index("-") + 1]  # the last mount there wins
-    return found
 
 
 def fusermount_unmount(path: Path, *, lazy: bool = False) -> subprocess.CompletedProcess:
@@ -106,7 +95,7 @@ class DataDirLock:
         self.path = data_dir / "imagefs.lock"
         self.fd = -1
 
-    def acquire(self, mountpoint: Path) -> None:
+    def acquire(self, mountpoint: Path | None = None, *, description: str | None = None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -116,7 +105,7 @@ class DataDirLock:
             os.close(self.fd)
             raise MountError(f"data dir {self.path.parent} is in use by {holder}") from None
         os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"imagefs pid {os.getpid()} mounted at {mountpoint}\n".encode(), 0)
+        os.pwrite(self.fd, f"{description or f'imagefs pid {os.getpid()} mounted at {mountpoint}'}\n".encode(), 0)
 
     def release(self) -> None:
         if self.fd >= 0:
@@ -148,15 +137,20 @@ async def _serve(config, catalog, store, mountpoint: Path, ready) -> None:
     async with trio.open_nursery() as nursery:
         tree = ImageTree(config, catalog, store, spawn=nursery.start_soon, kernel=PyfuseKernelCache(nursery.start_soon))
         tree.recover_interrupted()
+        recovery = CrashRecovery(config.data_dir)
+        await tree.health.check()  # the mount starts read-only if the store is not there (SPEC §8)
+        await nursery.start(tree.health.serve)
+        recovery.begin(nursery, tree)  # after the probe: the store has its marker
         operations = FuseOperations(tree)
         pyfuse3.init(operations, str(mountpoint), mount_options())
-        log.info("mounted %s (data dir %s, store %s)", mountpoint, config.data_dir, store.name)
+        log.info("mounted %s (data dir %s, store %s, %s)", mountpoint, config.data_dir, store.name, tree.mode)
         try:
             nursery.start_soon(_announce_ready, mountpoint, ready)
             nursery.start_soon(_stop_on_signals)
             await pyfuse3.main()
         finally:
             await tree.drain()
+            recovery.end()
             pyfuse3.close(unmount=True)
             log.info("unmounted %s", mountpoint)
             nursery.cancel_scope.cancel()

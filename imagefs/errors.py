@@ -65,5 +65,15 @@ class UploadRejected(ImageFSError):
     """A finalize step refused the data; the image goes to killed with this reason."""
 
 
+class StoreUnavailable(ImageFSError):
+    """A store is not really there (unmounted, marker missing, I/O error, hung): EIO for its data."""
+
+
+class ReadOnlyMode(ImageFSError):
+    """The library is read-only because its store failed (root xattr user.imagefs.mode says why)."""
+
+    errno = errno.EROFS
+
+
 class MountError(ImageFSError):
     exit_code = 3

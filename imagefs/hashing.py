@@ -5,13 +5,19 @@ whose batches run in worker threads (hashlib releases the GIL), md5 and the
 os_hash digest side by side, so the writer never waits for hashing unless it
 runs more than MAX_PENDING ahead. When the stream stops being sequential,
 `hash_file` hashes the staged file once at finalize instead.
+
+Extra algorithms (the image signature's hash method, when it is declared
+before the data) stream alongside and end up in `Digests.extra`; one that
+arrives after the first byte cannot join, and whoever needs it hashes the
+file at finalize. Hashing always runs in worker threads under HASH_LIMITER,
+never on the trio thread.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
@@ -27,6 +33,13 @@ class Digests:
     checksum: str  # md5 hex
     os_hash_algo: str
     os_hash_value: str
+    extra: dict[str, bytes] = field(default_factory=dict)  # hashlib name -> digest, of extra algorithms
+
+    def digest(self, algorithm: str) -> bytes | None:
+        """The raw digest for a hashlib algorithm name, if it was computed (os_hash's or an extra one)."""
+        if algorithm == self.os_hash_algo:
+            return bytes.fromhex(self.os_hash_value)
+        return self.extra.get(algorithm)
 
 
 def _update(hasher, chunks: list[bytes]) -> None:
@@ -35,11 +48,15 @@ def _update(hasher, chunks: list[bytes]) -> None:
 
 
 class StreamHasher:
-    """md5 + os_hash over a sequential stream; feed() from the trio thread, finish() at the end."""
+    """md5 + os_hash (+ extra algorithms) over a sequential stream; feed() from the trio thread, finish() at the end."""
 
-    def __init__(self, algorithm: str):
+    def __init__(self, algorithm: str, extra=()):
         self.algorithm = algorithm
-        self._hashers = (hashlib.md5(), hashlib.new(algorithm))
+        self._hashers = [hashlib.md5(), hashlib.new(algorithm)]
+        self._extra: dict[str, object] = {}
+        self._started = False
+        for name in extra:
+            self.add(name)
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._busy = False
@@ -49,10 +66,22 @@ class StreamHasher:
         self._room.set()
         self._error: BaseException | None = None
 
+    def add(self, algorithm: str) -> bool:
+        """Also compute `algorithm`; possible only before the first chunk (False after it).
+        md5 and os_hash's own algorithm are computed anyway: nothing is added for them."""
+        if algorithm in ("md5", self.algorithm) or algorithm in self._extra:
+            return True
+        if self._started:
+            return False
+        hasher = self._extra[algorithm] = hashlib.new(algorithm)
+        self._hashers.append(hasher)
+        return True
+
     async def feed(self, chunk: bytes, spawn) -> None:
         """Queue a chunk; `spawn(async_fn)` starts the batch worker in the daemon's nursery."""
         if self._error:
             raise self._error
+        self._started = True
         self._pending.append(chunk)
         self._pending_bytes += len(chunk)
         if not self._busy:
@@ -87,26 +116,30 @@ class StreamHasher:
         await self._idle.wait()
         if self._error:
             raise self._error
-        md5, main = self._hashers
-        return Digests(md5.hexdigest(), self.algorithm, main.hexdigest())
+        md5, main = self._hashers[:2]
+        extra = {name: hasher.digest() for name, hasher in self._extra.items()}
+        return Digests(md5.hexdigest(), self.algorithm, main.hexdigest(), extra)
 
 
-def _hash_path(path: Path, algorithm: str) -> str:
+def hash_path(path: Path, algorithm: str) -> bytes:
+    """One digest of a file (blocking: call it in a worker thread under HASH_LIMITER)."""
     hasher = hashlib.new(algorithm)
     with open(path, "rb", buffering=0) as f:
         while chunk := f.read(READ_CHUNK):
             hasher.update(chunk)
-    return hasher.hexdigest()
+    return hasher.digest()
 
 
-async def hash_file(path: Path, algorithm: str) -> Digests:
-    """Both digests of a file, each algorithm in its own worker thread."""
+async def hash_file(path: Path, algorithm: str, extra=()) -> Digests:
+    """md5, os_hash and any extra digests of a file, each algorithm in its own worker thread."""
     results = {}
 
     async def one(name):
-        results[name] = await trio.to_thread.run_sync(_hash_path, path, name, limiter=HASH_LIMITER)
+        results[name] = await trio.to_thread.run_sync(hash_path, path, name, limiter=HASH_LIMITER)
 
+    names = dict.fromkeys(["md5", algorithm, *extra])
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(one, "md5")
-        nursery.start_soon(one, algorithm)
-    return Digests(results["md5"], algorithm, results[algorithm])
+        for name in names:
+            nursery.start_soon(one, name)
+    extras = {name: results[name] for name in names if name not in ("md5", algorithm)}
+    return Digests(results["md5"].hex(), algorithm, results[algorithm].hex(), extras)

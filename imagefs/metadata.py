@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from .catalog import Image
 from .errors import Forbidden, Invalid, NoAttribute, ReadOnlyField
 from .lifecycle import UPLOADING
+from .signing import PROPERTIES as SIGNATURE_PROPERTIES
 
 IMAGE_PREFIX = "user.image."
 IMAGEFS_PREFIX = "user.imagefs."
@@ -46,6 +47,8 @@ FORMAT_FIELDS = frozenset({"disk_format", "container_format"})
 # Glance's reserved and disallowed names, and its reserved namespace.
 RESERVED = frozenset({"locations", "location", "deleted", "deleted_at", "direct_url", "self", "file", "schema", "stores"})
 RESERVED_PREFIX = "os_glance"
+# The img_signature* properties (SPEC §6) are verified at finalize; after it they stay as verified.
+SIGNED = frozenset(SIGNATURE_PROPERTIES)
 
 HEX = frozenset(string.hexdigits.lower())
 HASH_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
@@ -216,6 +219,8 @@ def parse_set(
         return Change("column", key, text)
     if key == "tags":
         return Change("tags", key, _tags(text))
+    if key in SIGNED and not uploading:
+        raise ReadOnlyField(f"{key} is read-only once the data is finalized (the signature was checked with it)")
     if not has_property and property_count >= MAX_PROPERTIES:
         raise Invalid(f"an image has at most {MAX_PROPERTIES} properties")
     return Change("property", key, text)
@@ -232,6 +237,8 @@ def parse_remove(attr: str, image: Image, *, has_property: bool) -> Change:
         return Change("column", DECLARABLE[key], None)
     if key in BASE_FIELDS or key in RESERVED or key.startswith(RESERVED_PREFIX):
         raise ReadOnlyField(f"{key} is a base field and cannot be removed")
+    if key in SIGNED and image.status not in UPLOADING:
+        raise ReadOnlyField(f"{key} is read-only once the data is finalized (the signature was checked with it)")
     if not has_property:
         raise NoAttribute(f"no property {key}")
     return Change("delete_property", key)

@@ -17,6 +17,7 @@ inspection pass (formats.detect_file) run side by side in worker threads.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from pathlib import Path
@@ -45,9 +46,30 @@ def _is_zero(chunk: bytes) -> bool:
     return chunk == _zeros(len(chunk))
 
 
+class StagingQuota:
+    """Bytes the staged files of all uploads may occupy together ([upload] staging_quota_mib, 0: no limit).
+
+    Charged as a file grows (holes included: they may be filled later), given back when it is
+    discarded or taken by the store. Past the limit a write fails with EDQUOT."""
+
+    def __init__(self, limit: int = 0):
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> None:
+        if self.limit and self.used + size > self.limit:
+            raise OSError(errno.EDQUOT, f"staging quota of {self.limit >> 20} MiB exceeded")
+        self.used += size
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
 class StagedUpload:
-    def __init__(self, path: Path, algorithm: str, *, flush_every: int, zero_holes: bool, spawn):
+    def __init__(self, path: Path, algorithm: str, *, flush_every: int, zero_holes: bool, spawn,
+                 quota: StagingQuota | None = None):
         self.path = path
+        self._quota = quota or StagingQuota()
         self.algorithm = algorithm
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         self.size = 0  # logical length
@@ -55,6 +77,7 @@ class StagedUpload:
         self.sequential = True
         self._next = 0
         self._hasher: StreamHasher | None = StreamHasher(algorithm)
+        self.extra_algorithms: list[str] = []  # more digests wanted (the signature's hash method)
         self._detector: FormatDetector | None = FormatDetector()
         self._detector_error: BaseException | None = None  # an inspector bug: reported at finalize
         self._flush_every = flush_every
@@ -68,10 +91,21 @@ class StagedUpload:
         self.written = False  # any data has arrived: the image is saving
         self.finalize_on_close = False  # set by the rsync-style rename while writers remain
         self.abandoned = False
+        self.error: OSError | None = None  # set when the upload was killed: what its writers get
 
     def add_writer(self, pid: int) -> None:
         self.writers += 1
         self.writer_pids.add(pid)
+
+    def stream_digest(self, algorithm: str) -> bool:
+        """Also compute `algorithm` (hashlib name) over the data, in the same pass as md5 and os_hash.
+
+        Only possible before the first byte streams: returns False after that, and the
+        caller hashes the staged file once at finalize (the cost of a late declaration).
+        """
+        if algorithm not in self.extra_algorithms:
+            self.extra_algorithms.append(algorithm)
+        return self._hasher is not None and self._hasher.add(algorithm)
 
     async def write(self, offset: int, data: bytes) -> int:
         # One write at a time per upload: the hash must see the bytes in file order.
@@ -79,17 +113,23 @@ class StagedUpload:
             return await self._write(offset, data)
 
     async def _write(self, offset: int, data: bytes) -> int:
+        if self.error is not None:
+            raise self.error
         if self.abandoned:
             return len(data)  # unlinked: like writing to an unlinked file, the data goes nowhere
         end = offset + len(data)
-        if self._zero_holes and offset >= self._file_size and _is_zero(data):
-            # Only past the end of the file: zeros over data already written must be written.
-            if end > self._file_size:
-                os.ftruncate(self.fd, end)
-                self._file_size = end
-        else:
-            os.pwrite(self.fd, data, offset)
-            self._file_size = max(self._file_size, end)
+        self._grow(end)
+        try:
+            if self._zero_holes and offset >= self._file_size and _is_zero(data):
+                # Only past the end of the file: zeros over data already written must be written.
+                if end > self._file_size:
+                    os.ftruncate(self.fd, end)
+            else:
+                os.pwrite(self.fd, data, offset)
+        except OSError:  # ENOSPC, EIO: the caller kills the upload; the file did not grow
+            self._quota.give(max(0, end - self._file_size))
+            raise
+        self._file_size = max(self._file_size, end)
         self.size = max(self.size, end)
         self.written = True
         if self.sequential and offset >= self._next:
@@ -107,6 +147,10 @@ class StagedUpload:
             self._syncing = True
             self._spawn(self._flush)
         return len(data)
+
+    def _grow(self, end: int) -> None:
+        if end > self._file_size:
+            self._quota.take(end - self._file_size)
 
     async def sync(self) -> None:
         """fsync(2) of an upload: its staged data reaches the disk."""
@@ -126,9 +170,17 @@ class StagedUpload:
             await self._truncate(size)
 
     async def _truncate(self, size: int) -> None:
-        os.ftruncate(self.fd, size)
+        self._grow(size)
+        try:
+            os.ftruncate(self.fd, size)
+        except OSError:
+            self._quota.give(max(0, size - self._file_size))
+            raise
+        if size < self._file_size:
+            self._quota.give(self._file_size - size)
         if size == 0:  # open(O_TRUNC) of an upload: start over
-            self.sequential, self._next, self._hasher = True, 0, StreamHasher(self.algorithm)
+            self.sequential, self._next = True, 0
+            self._hasher = StreamHasher(self.algorithm, self.extra_algorithms)
             self._detector, self._detector_error = FormatDetector(), None
         elif self.sequential and size >= self.size == self._next:
             await self._feed_zeros(size - self._next)
@@ -180,7 +232,7 @@ class StagedUpload:
         results = {}
 
         async def hash_it():
-            results["digests"] = await hash_file(self.path, self.algorithm)
+            results["digests"] = await hash_file(self.path, self.algorithm, self.extra_algorithms)
 
         async def detect_it():
             results["detection"] = await trio.to_thread.run_sync(detect_file, self.path, limiter=HASH_LIMITER)
@@ -196,7 +248,10 @@ class StagedUpload:
             self.fd = -1
 
     def discard(self) -> None:
+        """Drop the staged file (gone already if the store took it) and give back its quota."""
         self.close()
+        self._quota.give(self._file_size)
+        self._file_size = 0
         try:
             os.unlink(self.path)
         except FileNotFoundError:

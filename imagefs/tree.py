@@ -28,10 +28,14 @@ import trio
 from . import metadata
 from .catalog import Catalog, Image
 from .config import Config
-from .errors import AccessDenied, Conflict, Forbidden, ImageFSError, Invalid, NoAttribute, NotFound
+from .crashpoints import crash_point
+from .errors import (
+    AccessDenied, Conflict, Forbidden, ImageFSError, Invalid, NoAttribute, NotFound, ReadOnlyMode, StoreUnavailable,
+)
+from .health import StoreHealth
 from .lifecycle import DIRECTORIES, HAS_DATA, LIVE, UPLOADING, Status
 from .staging import StagedUpload
-from .store import STORE_LIMITER, BlobReader, BlobStore
+from .store import BlobReader, BlobStore
 from .uploads import Uploads
 
 log = logging.getLogger(__name__)
@@ -123,16 +127,31 @@ class ImageTree:
         self.catalog = catalog
         self.store = store
         self.kernel = kernel or KernelCache()
-        self.uploads = Uploads(config, catalog, store, spawn)  # spawn(async_fn, *args): a daemon task
+        self.health = StoreHealth(store, catalog, config.store, on_change=self._store_changed)
+        # spawn(async_fn, *args): a daemon task
+        self.uploads = Uploads(config, catalog, store, spawn, health=self.health)
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._allocated: dict[str, int] = {}
-        self.mode = "read-write"
         self.started_ns = time.time_ns()  # the directories' times: when this mount began
 
-    # --- start-up ------------------------------------------------------------
+    # --- start-up and the store's health --------------------------------------
     def recover_interrupted(self) -> list[Image]:
         return self.uploads.recover_interrupted()
+
+    @property
+    def mode(self) -> str:
+        failure = self.health.failure
+        return "read-write" if failure is None else f"read-only: {failure}"
+
+    def _store_changed(self, failure: str | None) -> None:
+        if failure is not None:
+            self.uploads.kill_in_flight(f"store unavailable: {failure}")
+
+    def _writable(self) -> None:
+        """Every change is refused while the store is failing (SPEC §8): nothing half-done."""
+        if self.health.failure is not None:
+            raise ReadOnlyMode(f"read-only: {self.health.failure}")
 
     # --- names and attributes ------------------------------------------------
     def _image(self, seq: int) -> Image:
@@ -199,11 +218,20 @@ class ImageTree:
         """Allocated 512-byte blocks of the blob: a sparse image shows its real use to du."""
         key = image.blob_key
         if key not in self._allocated:
+            if not self.store.local_reads:  # never wait for a share in a stat: asked in the background
+                self.uploads.spawn(self._fetch_allocated, key)
+                return (image.size + 511) // 512
             try:
                 self._allocated[key] = self.store.allocated(key)
             except (ImageFSError, OSError):
                 return (image.size + 511) // 512
         return self._allocated[key] // 512
+
+    async def _fetch_allocated(self, key: str) -> None:
+        try:
+            self._allocated[key] = await self.health.call(self.store.allocated, key)
+        except (ImageFSError, OSError):
+            pass
 
     def _link_attr(self, image: Image) -> Attr:
         target = self._link_target(image)
@@ -282,6 +310,7 @@ class ImageTree:
     def create(self, parent: int, name: str, caller: Caller) -> tuple[int, Attr]:
         if parent != INCOMING_INO:
             raise AccessDenied("images are created in incoming/")
+        self._writable()
         metadata.validate_name(name)
         image = self.catalog.create_image(name, owner=caller.project, actor=caller.actor)
         log.info("image %s (%s): created by %s", image.id, name, caller.actor)
@@ -301,6 +330,7 @@ class ImageTree:
             if not writing:
                 upload = self.uploads.staged.get(image.seq)
                 return self._new_fh(Handle(image.seq, upload=upload)), False
+            self._writable()
             self._check_modify(image, caller)
             upload = self.uploads.staged_for(image)
             upload.add_writer(caller.pid)
@@ -317,9 +347,16 @@ class ImageTree:
         return self._new_fh(Handle(image.seq, reader=reader)), True
 
     async def _store_call(self, fn, *args):
-        if self.store.local_reads:
-            return fn(*args)
-        return await trio.to_thread.run_sync(fn, *args, limiter=STORE_LIMITER)
+        """A read from the store. The host's own disk answers on the event loop (page cache);
+        anything else in a worker thread with a time-out. Missing or unreadable data of an
+        image that has data is EIO, and makes the probe look at the store at once."""
+        try:
+            if self.store.local_reads:
+                return fn(*args)
+            return await self.health.call(fn, *args)
+        except (NotFound, OSError) as e:
+            self.health.wake()
+            raise StoreUnavailable(f"store {self.store.name}: {getattr(e, 'strerror', None) or e}") from None
 
     async def read(self, fh: int, offset: int, length: int) -> bytes:
         handle = self.handles[fh]
@@ -334,11 +371,16 @@ class ImageTree:
         if not handle.writable:
             raise ImageFSError("not open for writing", err=9)  # EBADF
         upload = handle.upload
+        self._writable()
         # Asked of the catalog: the kernel sends writes in parallel, and `written` is only
         # set once the first of them holds the upload's lock.
         if not upload.written and not upload.abandoned and self._image(handle.seq).status is Status.QUEUED:
             self.catalog.change_status(handle.seq, Status.SAVING, actor="imagefs")
-        return await upload.write(offset, data)
+        try:
+            return await upload.write(offset, data)
+        except OSError as e:  # staging full (ENOSPC), over its quota (EDQUOT), failing (EIO)
+            self.uploads.kill_upload(handle.seq, f"staging: {e.strerror or e}", error=e)
+            raise
 
     async def fsync(self, fh: int) -> None:
         upload = self.handles[fh].upload
@@ -380,6 +422,7 @@ class ImageTree:
         image, is_link = self._resolve(ino)
         if is_link or image.status not in UPLOADING or self.uploads.is_finalizing(image.seq):
             raise Forbidden(f"{image.status} images cannot be changed")
+        self._writable()
         self._check_modify(image, caller)
         upload = self.uploads.staged_for(image)
         if size > 0 and not upload.written and image.status is Status.QUEUED:
@@ -394,6 +437,7 @@ class ImageTree:
             raise AccessDenied("by-id/ is maintained by imagefs")
         await self.uploads.settle(name)
         image = self._in_dir(parent, name)
+        self._writable()
         self._check_modify(image, caller)
         if image.status in UPLOADING:
             self.uploads.abandon(image, caller.actor)
@@ -401,6 +445,7 @@ class ImageTree:
         if image.protected:
             raise Forbidden(f"image {image.id} is protected")
         blob = self.catalog.delete_image(image.seq, actor=caller.actor)
+        crash_point("delete.committed")
         log.info("image %s (%s): deleted by %s", image.id, image.name, caller.actor)
         if blob is not None:
             self.uploads.free_blob(blob.key)
@@ -410,6 +455,7 @@ class ImageTree:
             raise Forbidden("the directories and by-id/ are maintained by imagefs")
         await self.uploads.settle(old)
         image = self._in_dir(parent_old, old)
+        self._writable()
         metadata.validate_name(new)
         if parent_old == parent_new == INCOMING_INO:
             self._rename_upload(image, new, caller)
@@ -426,11 +472,14 @@ class ImageTree:
             # Glance's code allows the owner's project too; until the access policy lands these are admin-only.
             raise Forbidden("deactivating, reactivating and restoring are for admins")
         self._check_modify(image, caller)
-        if new != image.name:
-            self._take_name(image, new)
-        if source != target:
-            image = self.catalog.change_status(image.seq, target, actor=caller.actor)
+        crash_point("rename.before")
+        if source != target:  # name and status in one transaction: a crash leaves the old pair or the new one
+            renamed = {"name": new} if new != image.name else {}
+            image = self.catalog.change_status(image.seq, target, actor=caller.actor, **renamed)
             log.info("image %s (%s): %s -> %s by %s", image.id, new, source, target, caller.actor)
+        elif new != image.name:
+            self._take_name(image, new)
+        crash_point("rename.after")
         self.kernel.forget_attr(image_ino(image.seq))
 
     def _take_name(self, image: Image, new: str) -> Image:
@@ -460,6 +509,7 @@ class ImageTree:
             "stored_format": image.stored_format,
             "stores": image.store if stored else None,
             "locations": self.store.url(image.blob_key) if stored else None,
+            "signature_verified": image.signature_verified,
         }
 
     def _root_xattrs(self) -> dict[str, bytes]:
@@ -501,6 +551,7 @@ class ImageTree:
             raise Forbidden("by-id links carry no attributes")
         if self.uploads.is_finalizing(image.seq):
             raise AccessDenied(f"image {image.id} is being finalized")
+        self._writable()
         self._check_modify(image, caller)
         properties = self.catalog.properties(image.seq)
         key = name[len(metadata.IMAGE_PREFIX):]
@@ -509,6 +560,8 @@ class ImageTree:
             has_property=key in properties, hash_algo=self.config.hash_algorithm,
         )
         self._apply(image, change)
+        if change.kind == "property" and image.status in UPLOADING:
+            self.uploads.property_declared(image, change.name, change.value)
 
     def removexattr(self, ino: int, name: str, caller: Caller) -> None:
         if ino < FIRST_IMAGE_INO:
@@ -516,6 +569,7 @@ class ImageTree:
         image, is_link = self._resolve(ino)
         if is_link:
             raise Forbidden("by-id links carry no attributes")
+        self._writable()
         self._check_modify(image, caller)
         key = name[len(metadata.IMAGE_PREFIX):]
         change = metadata.parse_remove(name, image, has_property=key in self.catalog.properties(image.seq))

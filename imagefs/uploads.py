@@ -15,6 +15,7 @@ per-key lock, and deletion re-checks the catalog under it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -24,11 +25,14 @@ import trio
 
 from .catalog import Catalog, Image
 from .config import Config
+from .crashpoints import crash_point
 from .errors import ImageFSError, NotFound, UploadRejected
+from .health import StoreHealth
 from .imports import FinalizeContext, Pipeline
-from .lifecycle import Status
-from .staging import StagedUpload
-from .store import STORE_LIMITER, BlobStore, blob_key
+from .lifecycle import UPLOADING, Status
+from .signing import HASH_METHOD, hash_method_name
+from .staging import StagedUpload, StagingQuota
+from .store import BlobStore, blob_key
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +40,13 @@ DELIVERY_GRACE = 30.0  # seconds a writer's process still finds its finalized up
 
 
 class Uploads:
-    def __init__(self, config: Config, catalog: Catalog, store: BlobStore, spawn: Callable):
+    def __init__(self, config: Config, catalog: Catalog, store: BlobStore, spawn: Callable, *, health: StoreHealth):
         self.config = config
         self.catalog = catalog
         self.store = store
+        self.health = health
         self.spawn = spawn
+        self.quota = StagingQuota(config.staging_quota_mib << 20)
         self.pipeline = Pipeline()
         self.staged: dict[int, StagedUpload] = {}  # image seq -> its staged upload
         self._finalizing: dict[int, tuple[str, trio.Event]] = {}
@@ -66,10 +72,24 @@ class Uploads:
             upload = StagedUpload(
                 self.config.staging_path / image.id, self.config.hash_algorithm,
                 flush_every=self.config.flush_every_mib << 20, zero_holes=self.config.zero_chunks_as_holes,
-                spawn=self.spawn,
+                spawn=self.spawn, quota=self.quota,
             )
             self.staged[image.seq] = upload
+            self.property_declared(image, HASH_METHOD, self.catalog.properties(image.seq).get(HASH_METHOD))
         return upload
+
+    def property_declared(self, image: Image, name: str, value: str | None) -> None:
+        """A property was set on an upload: a signature hash method declared before the data
+        streams joins md5 and os_hash in the same pass (verify_signature hashes the file otherwise)."""
+        algorithm = hash_method_name(value) if name == HASH_METHOD else None
+        upload = self.staged.get(image.seq)
+        if algorithm is None or upload is None:
+            return
+        if upload.stream_digest(algorithm):
+            log.debug("image %s (%s): %s streams with the upload", image.id, image.name, algorithm)
+        else:
+            log.info("image %s (%s): %s declared after the data began: hashed at finalize",
+                     image.id, image.name, value)
 
     def is_finalizing(self, seq: int) -> bool:
         return seq in self._finalizing
@@ -112,14 +132,16 @@ class Uploads:
                 async with self._exclusive(key):
                     ctx = FinalizeContext(
                         image, self.catalog.properties(seq), upload.path, upload.size, digests, self.store,
-                        detection=detection, config=self.config,
+                        detection=detection, config=self.config, store_call=self.health.call,
                     )
                     await self.pipeline.run(ctx)
+                    crash_point("finalize.stored")
                     image = self.catalog.activate(
                         seq, blob_key=ctx.blob_key, store=self.store.name, actor="imagefs",
                         properties=ctx.new_properties, size=ctx.size, checksum=digests.checksum,
                         os_hash_algo=digests.os_hash_algo, os_hash_value=digests.os_hash_value, **ctx.updates,
                     )
+                    crash_point("finalize.activated")
             except UploadRejected as e:
                 self._kill(image, upload, str(e))
                 return
@@ -129,6 +151,7 @@ class Uploads:
                 return
             log.info("image %s (%s): active, %d bytes, %s", image.id, image.name, image.size, image.os_hash_value)
         finally:
+            upload.discard()  # the staged file's quota back (the store took the file, or it was killed)
             self.staged.pop(seq, None)
             name, event = self._finalizing.pop(seq)
             self._remember_delivery(name, seq, upload.writer_pids)
@@ -161,16 +184,41 @@ class Uploads:
         )
         log.info("image %s (%s): upload abandoned by %s", image.id, image.name, actor)
 
+    def kill_upload(self, seq: int, reason: str, *, error: OSError | None = None) -> None:
+        """An upload that cannot go on (its staging failed, the store is gone): killed now, its
+        staged data freed; later writes of its writers fail with `error` (EIO by default)."""
+        upload = self.staged.pop(seq, None)
+        if upload is not None:
+            upload.error = error or OSError(errno.EIO, reason)
+            upload.abandoned = True
+            upload.discard()
+        image = self.catalog.image(seq)
+        if image.status in UPLOADING:
+            self.catalog.change_status(seq, Status.KILLED, actor="imagefs", reason=reason)
+            log.warning("image %s (%s): killed: %s", image.id, image.name, reason)
+
+    def kill_in_flight(self, reason: str) -> None:
+        """The store failed: every upload still receiving data is killed (those finalizing give
+        up in their store call and are killed by it)."""
+        for seq in [seq for seq in self.staged if seq not in self._finalizing]:
+            self.kill_upload(seq, reason)
+
     def free_blob(self, key: str) -> None:
         """The catalog dropped the last reference to `key`: remove it from the store (in the background)."""
         self.spawn(self._delete_blob, key)
+
+    async def free_orphan(self, key: str) -> None:
+        """Free a blob the catalog does not know (left by a crash), unless an upload references it by now."""
+        await self._delete_blob(key)
 
     async def _delete_blob(self, key: str) -> None:
         async with self._exclusive(key):
             if self.catalog.blob(key) is not None:
                 return  # referenced again by an upload that finalized first
             try:
-                await trio.to_thread.run_sync(self.store.delete, key, limiter=STORE_LIMITER)
+                await trio.to_thread.run_sync(self.catalog.sync_committed)  # the delete's commit outlives a power cut
+                crash_point("delete.freeing")
+                await self.health.call(self.store.delete, key)
             except (NotFound, ImageFSError, OSError) as e:  # an orphan blob; fsck finds and frees it
                 log.warning("blob %s: delete failed: %s", key, e)
 

@@ -71,6 +71,7 @@ class TreeEnv:
         async def main():
             async with trio.open_nursery() as nursery:
                 self.tree = ImageTree(self.config, self.catalog, self.store, spawn=nursery.start_soon)
+                await self.tree.health.check()  # as the daemon does: the store gets its marker
                 await test(self.tree)
                 await self.tree.drain()
 

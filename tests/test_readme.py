@@ -32,7 +32,7 @@ def test_every_config_key_is_documented_with_its_default():
         for key, default in keys.items():
             expected[f"[{section}] {key}"] = _toml(default)
     for key, default in STORE_DEFAULTS.items():
-        expected[f"[stores.<name>] {key}"] = default
+        expected[f"[stores.<name>] {key}"] = _toml(default)
     for key, default in expected.items():
         assert key in rows, f"README does not document {key}"
         if default:  # empty defaults are documented as what they stand for

@@ -10,24 +10,34 @@ import errno
 import hashlib
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 
 import imagefs.store.local
 from imagefs.config import StoreConfig
-from imagefs.errors import Invalid, NotFound
+from imagefs.errors import Invalid, NotFound, StoreUnavailable
 from imagefs.store import BlobStore, blob_key, open_store
 from imagefs.store.local import copy_sparse
 
 
-def local_store(tmp_path: Path) -> BlobStore:
-    return open_store(StoreConfig("local", "dir", tmp_path / "store"))
+MARKER = "6a3c1d4e-0000-4000-8000-000000000001"
 
 
-def s3_store(tmp_path: Path) -> BlobStore:
+def local_store(tmp_path: Path, *, initialise: bool = True) -> BlobStore:
+    store = open_store(StoreConfig("local", "dir", tmp_path / "store"))
+    if initialise:
+        store.initialise(MARKER)
+    return store
+
+
+def s3_store(tmp_path: Path, *, initialise: bool = True) -> BlobStore:
     url = os.environ["IMAGEFS_TEST_S3_URL"]
-    return open_store(StoreConfig("s3", "s3", url))  # type: ignore[arg-type]  # path carries the URL
+    store = open_store(StoreConfig("s3", "s3", url))  # type: ignore[arg-type]  # path carries the URL
+    if initialise:
+        store.initialise(MARKER)
+    return store
 
 
 # name -> (factory, the environment variable that switches it on; None: always on)
@@ -192,6 +202,50 @@ def test_invalid_keys_are_refused_before_touching_anything(store, stage, tmp_pat
     assert list(store.list()) == []
 
 
+# --- knowing the store is there: marker and probe -------------------------------------
+
+
+@pytest.fixture(params=ENABLED)
+def fresh(request, tmp_path):
+    """A store object over a store nobody initialised yet."""
+    factory, _ = BACKENDS[request.param]
+    return factory(tmp_path, initialise=False)
+
+
+def test_a_store_without_its_marker_fails_the_probe_and_takes_no_blob(fresh, stage):
+    with pytest.raises(StoreUnavailable):
+        fresh.probe()
+    staged = stage(DATA)
+    with pytest.raises(StoreUnavailable):
+        fresh.put(key_of(DATA), staged)
+    assert staged.exists()
+
+
+def test_initialise_then_probe(fresh, stage):
+    fresh.initialise(MARKER)
+    fresh.probe()
+    assert fresh.put(key_of(DATA), stage(DATA))
+    fresh.initialise(MARKER)  # again, same library: nothing changes
+    assert fresh.read(key_of(DATA), 0, 100) == DATA[:100]
+
+
+def test_another_librarys_store_is_refused(fresh):
+    fresh.initialise(MARKER)
+    with pytest.raises(StoreUnavailable, match="marker"):
+        fresh.initialise("another-library")
+
+
+def test_a_reopened_store_is_known_by_the_recorded_marker(store, tmp_path, stage):
+    store.put(key_of(DATA), stage(DATA))
+    again = type(store).__new__(type(store))
+    again.__dict__.update(store.__dict__)
+    again.marker = "not-the-recorded-one"
+    with pytest.raises(StoreUnavailable):
+        again.probe()
+    again.marker = MARKER
+    again.probe()
+
+
 def test_blob_key_validates():
     digest = hashlib.sha512(b"x").hexdigest()
     assert blob_key("sha512", digest) == f"sha512:{digest}"
@@ -213,6 +267,39 @@ def test_url_names_the_blob(store, stage):
 @pytest.fixture
 def local(tmp_path):
     return local_store(tmp_path)
+
+
+def test_local_store_whose_marker_vanished_writes_nothing(local, stage, tmp_path):
+    """An unmounted share: the bare mount point left behind has no marker, and stays untouched."""
+    key = key_of(DATA)
+    local.put(key, stage(DATA))
+    (local.root / "imagefs-store").unlink()
+    before = sorted(local.root.rglob("*"))
+    with pytest.raises(StoreUnavailable, match="marker"):
+        local.probe()
+    with pytest.raises(StoreUnavailable):
+        local.put(key_of(b"new"), stage(b"new"))
+    with pytest.raises(StoreUnavailable):
+        local.delete(key)
+    assert sorted(local.root.rglob("*")) == before
+
+
+def test_local_bare_directory_is_never_written_even_after_the_check(tmp_path, stage):
+    """The share goes away between the marker check and the write: no directory is created."""
+    store = local_store(tmp_path)
+    shutil.rmtree(store.blobs)
+    with pytest.raises(FileNotFoundError):
+        store.put(key_of(DATA), stage(DATA))
+    assert not store.blobs.exists()
+
+
+def test_local_require_mount_refuses_a_plain_directory(tmp_path):
+    store = open_store(StoreConfig("local", "dir", tmp_path / "share", require_mount=True))
+    (tmp_path / "share").mkdir()
+    with pytest.raises(StoreUnavailable, match="not a mount point"):
+        store.initialise(MARKER)
+    assert list((tmp_path / "share").iterdir()) == []
+    assert not store.local_reads  # a share is read from worker threads
 
 
 def test_local_blobs_are_read_only_files(local, stage):

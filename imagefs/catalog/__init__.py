@@ -14,6 +14,7 @@ leaves the file inconsistent. Readers in other processes (`imagefs list`,
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 import uuid
@@ -24,10 +25,10 @@ from sqlite_utils import Database
 
 from ..errors import Conflict, NotFound
 from ..lifecycle import HAS_DATA, LIVE, Status, check_transition
-from .records import Blob, HistoryEntry, Image
+from .records import Blob, HistoryEntry, Image, Violation
 from .schema import migrate
 
-__all__ = ["Catalog", "Image", "Blob", "HistoryEntry"]
+__all__ = ["Catalog", "Image", "Blob", "HistoryEntry", "Violation"]
 
 _IMAGE_COLUMNS = [f.name for f in fields(Image)]
 _SELECT_IMAGE = f"SELECT {', '.join(_IMAGE_COLUMNS)} FROM images"
@@ -69,6 +70,23 @@ class Catalog:
 
     def close(self) -> None:
         self.db.conn.close()
+
+    def sync_committed(self) -> None:
+        """Make every committed transaction durable: fsync the WAL (no SQLite call: any thread may run it).
+
+        synchronous=NORMAL syncs the WAL only at checkpoints, so a power cut may lose the
+        last commits. Before an irreversible step outside the catalog (unlinking a blob it
+        no longer references) the commit must be on disk, or a power cut could bring back
+        a reference to the freed blob.
+        """
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            return  # no WAL: everything committed is in the database file
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _one(self, where: str, params) -> Image:
         row = self.db.execute(f"{_SELECT_IMAGE} WHERE {where}", params).fetchone()
@@ -133,6 +151,15 @@ class Catalog:
 
     def blobs(self) -> list[Blob]:
         return [Blob(*r) for r in self.db.execute("SELECT key, store, size, refcount FROM blobs ORDER BY key")]
+
+    def store_marker(self, store: str) -> str | None:
+        row = self.db.execute("SELECT marker FROM stores WHERE name = ?", [store]).fetchone()
+        return row[0] if row else None
+
+    def set_store_marker(self, store: str, marker: str) -> None:
+        with self.db.atomic():
+            self.db.execute("INSERT INTO stores (name, marker, initialised_ns) VALUES (?, ?, ?)",
+                            [store, marker, _now()])
 
     def counts(self) -> dict[Status, int]:
         rows = self.db.execute("SELECT status, count(*) FROM images GROUP BY status")
@@ -257,39 +284,68 @@ class Catalog:
     # --- checking ----------------------------------------------------------
     def invariant_violations(self) -> list[str]:
         """What must always hold in the catalog alone (fsck adds the store's side)."""
+        return [v.message for v in self.violations()]
+
+    def violations(self) -> list[Violation]:
+        """The broken invariants, each with its kind (fsck repairs some kinds, reports the rest)."""
         problems = []
-        (result,) = self.db.execute("PRAGMA integrity_check").fetchone()
-        if result != "ok":
-            problems.append(f"sqlite integrity_check: {result}")
+        for (result,) in self.db.execute("PRAGMA integrity_check"):
+            if result != "ok":
+                problems.append(Violation("integrity", f"sqlite integrity_check: {result}"))
+        for table, rowid, parent, _ in self.db.execute("PRAGMA foreign_key_check"):
+            if table == "images" and parent == "blobs":
+                continue  # reported below, by blob key
+            problems.append(Violation("foreign_key", f"{table} row {rowid} references a missing {parent} row"))
         for seq, status, key, size, h, reason in self.db.execute(
             "SELECT seq, status, blob_key, size, os_hash_value, reason FROM images"
         ):
             has_data = status in HAS_DATA
             if has_data and (key is None or size is None or h is None):
-                problems.append(f"image seq {seq} is {status} without data, size or hash")
+                problems.append(Violation("status_data", f"image seq {seq} is {status} without data, size or hash"))
             if not has_data and key is not None:
-                problems.append(f"image seq {seq} is {status} but references blob {key}")
+                problems.append(Violation("status_data", f"image seq {seq} is {status} but references blob {key}", key))
             if status == "killed" and not reason:
-                problems.append(f"image seq {seq} is killed without a reason")
-        for key, refcount, actual in self.db.execute(
-            "SELECT b.key, b.refcount, (SELECT count(*) FROM images i WHERE i.blob_key = b.key) FROM blobs b"
-        ):
+                problems.append(Violation("killed_reason", f"image seq {seq} is killed without a reason"))
+        for key, refcount, actual in self._refcounts():
             if refcount != actual:
-                problems.append(f"blob {key} has refcount {refcount} but {actual} references")
-            if refcount <= 0:
-                problems.append(f"blob {key} is unreferenced but still catalogued")
+                problems.append(Violation("refcount", f"blob {key} has refcount {refcount} but {actual} references", key))
+            elif refcount <= 0:
+                problems.append(Violation("refcount", f"blob {key} is unreferenced but still catalogued", key))
         for (key,) in self.db.execute(
             "SELECT DISTINCT blob_key FROM images WHERE blob_key IS NOT NULL AND blob_key NOT IN (SELECT key FROM blobs)"
         ):
-            problems.append(f"images reference uncatalogued blob {key}")
+            problems.append(Violation("uncatalogued_blob", f"images reference uncatalogued blob {key}", key))
         for seq, key, size in self.db.execute(
             "SELECT i.seq, i.blob_key, i.size FROM images i JOIN blobs b ON b.key = i.blob_key WHERE b.size != i.size"
         ):
-            problems.append(f"image seq {seq} has size {size} but its blob {key} differs")
+            problems.append(Violation("size", f"image seq {seq} has size {size} but its blob {key} differs", key))
         for seq, status, last in self.db.execute(
-            "SELECT i.seq, i.status, (SELECT to_status FROM image_history h WHERE h.image_seq = i.seq"
-            " ORDER BY h.id DESC LIMIT 1) FROM images i"
+            "SELECT i.seq, i.status, h.to_status FROM images i LEFT JOIN image_history h ON h.id ="
+            " (SELECT max(id) FROM image_history WHERE image_seq = i.seq)"
         ):
             if status != last:
-                problems.append(f"image seq {seq} is {status} but its history ends at {last}")
+                problems.append(Violation("history", f"image seq {seq} is {status} but its history ends at {last}"))
         return problems
+
+    def _refcounts(self):
+        """(key, refcount, references) per catalogued blob; one grouped pass, not a count per blob."""
+        return self.db.execute(
+            "WITH refs AS (SELECT blob_key, count(*) AS n FROM images WHERE blob_key IS NOT NULL GROUP BY blob_key)"
+            " SELECT b.key, b.refcount, coalesce(r.n, 0) FROM blobs b LEFT JOIN refs r ON r.blob_key = b.key"
+        ).fetchall()
+
+    def repair_refcounts(self) -> list[Blob]:
+        """Set every blob's refcount to the images referencing it, in one transaction (fsck --repair).
+
+        A blob nothing references leaves the catalog and is returned: the caller frees it
+        from its store after this commits (the same order as delete_image).
+        """
+        freed = []
+        with self.db.atomic():
+            for key, refcount, actual in self._refcounts():
+                if actual == 0:
+                    freed.append(self.blob(key))
+                    self.db.execute("DELETE FROM blobs WHERE key = ?", [key])
+                elif refcount != actual:
+                    self.db.execute("UPDATE blobs SET refcount = ? WHERE key = ?", [actual, key])
+        return freed

@@ -44,6 +44,7 @@ class Image:
     expected_size: int | None
     expected_checksum: str | None
     expected_os_hash_value: str | None
+    signature_verified: str | None = None  # "<certificate uuid> <subject>" of a verified signature
 
     @property
     def created_at(self) -> str:
@@ -69,3 +70,12 @@ class Blob:
     store: str
     size: int
     refcount: int
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken catalog invariant; `kind` says which (fsck decides what it can repair)."""
+
+    kind: str  # integrity, foreign_key, status_data, killed_reason, refcount, uncatalogued_blob, size, history
+    message: str
+    key: str | None = None  # the blob concerned, if any

@@ -82,6 +82,23 @@ MIGRATIONS: list[str] = [
         refcount INTEGER NOT NULL              -- images whose blob_key is this key (fsck checks it)
     );
     """,
+    # 2: stores know they are really there (SPEC §8): the marker each store was given.
+    """
+    -- One row per store this library has initialised. The store holds a file with
+    -- the same marker; a store directory without it (an unmounted share's bare
+    -- mount point) is never written to, and the library goes read-only.
+    CREATE TABLE stores (
+        name TEXT PRIMARY KEY,
+        marker TEXT NOT NULL,
+        initialised_ns INTEGER NOT NULL
+    );
+    """,
+    # 3: image signatures (SPEC §6): which certificate vouched for the data.
+    """
+    -- "<certificate uuid> <subject>" when the data's signature (the img_signature*
+    -- properties) was verified at finalize (user.imagefs.signature_verified); NULL: unsigned.
+    ALTER TABLE images ADD COLUMN signature_verified TEXT;
+    """,
 ]
 
 

@@ -28,6 +28,6 @@ def main(verbose: bool) -> None:
     )
 
 
-from . import images, inspect, mount  # noqa: E402  (commands register themselves on main)
+from . import fsck, images, inspect, mount, signing  # noqa: E402  (commands register themselves on main)
 
-__all__ = ["main", "images", "inspect", "mount"]
+__all__ = ["main", "fsck", "images", "inspect", "mount", "signing"]

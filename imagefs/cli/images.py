@@ -62,6 +62,8 @@ def show(name_or_id, config_path, data_dir, history) -> None:
         fields["imagefs.stored_format"] = image.stored_format
     if image.store:
         fields["imagefs.stores"] = image.store
+    if image.signature_verified:
+        fields["imagefs.signature_verified"] = image.signature_verified
     rows = [[k, v] for k, v in sorted(fields.items())]
     click.echo(render(["Property", "Value"], rows))
     if history:

@@ -6,8 +6,9 @@ image is killed with "<step>: <why>" as its reason. Steps never touch the
 catalog: the tree commits the outcome in one transaction afterwards, so a
 crash mid-pipeline leaves the image in saving (killed as "interrupted" at the
 next mount), never half-active. The steps: verify_declared, inspect (the
-format judged from its bytes, SPEC §4), store_data; import plugins and
-signature verification are further steps, inserted where they belong by name.
+format judged from its bytes, SPEC §4), verify_signature (SPEC §6: the
+img_signature* properties, as cursive verifies them), store_data; import
+plugins are further steps, inserted where they belong by name.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import trio
 
 from ..catalog import Image
 from ..config import Config
-from ..errors import UploadRejected
+from ..errors import ImageFSError, UploadRejected
 from ..formats import REGISTRY, Detection, detect_file
-from ..hashing import HASH_LIMITER, Digests
+from ..hashing import HASH_LIMITER, Digests, hash_path
 from ..metadata import CONTAINER_FORMATS, DISK_FORMATS, MAX_PROPERTIES
-from ..store import STORE_LIMITER, BlobStore, blob_key
+from ..signing import SignatureError, parse_properties, verify_image
+from ..store import BlobStore, blob_key
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class FinalizeContext:
     store: BlobStore
     detection: Detection | None = None  # what the bytes are (streamed); None: inspect reads the staged file
     config: Config | None = None  # None: the defaults
+    store_call: Callable[..., Awaitable] | None = None  # StoreHealth.call: threads, time-outs; None: a plain thread
     # What the steps decide, committed together by the tree:
     updates: dict[str, object] = field(default_factory=dict)
     new_properties: dict[str, str] = field(default_factory=dict)
@@ -138,19 +141,61 @@ async def inspect(ctx: FinalizeContext) -> None:
             room -= 1
 
 
+async def verify_signature(ctx: FinalizeContext) -> None:
+    """The image's signature properties, verified as OpenStack's cursive does (SPEC §6).
+
+    No signature property: nothing to do. Some but not all four, or any failure (bad
+    signature, unknown certificate, key type mismatch, untrusted or expired certificate,
+    malformed base64) refuses the data. The digest of the image bytes is the streamed one
+    when the hash method was declared before the data (or is os_hash's own algorithm);
+    declared later (cp --preserve=xattr, rsync -X), the staged file is hashed once here.
+    """
+    image = ctx.image
+    try:
+        props = parse_properties(ctx.properties)
+    except SignatureError as e:
+        raise UploadRejected(str(e)) from None
+    if props is None:
+        return
+    digest = ctx.digests.digest(props.hash_name)
+    if digest is None:
+        log.info("image %s (%s): %s not streamed (declared after the data began): hashing the staged file",
+                 image.id, image.name, props.hash_method)
+        digest = await trio.to_thread.run_sync(hash_path, ctx.staged, props.hash_name, limiter=HASH_LIMITER)
+    if ctx.config is None:
+        raise UploadRejected("no certificate store is configured")
+    config = ctx.config
+    try:
+        verified = await trio.to_thread.run_sync(
+            lambda: verify_image(
+                props, digest, certificate_dir=config.certificate_path, trusted_ca_file=config.trusted_ca_file,
+                verify_certificate=config.verify_certificate,
+            ),
+            limiter=HASH_LIMITER,
+        )
+    except SignatureError as e:
+        raise UploadRejected(str(e)) from None
+    log.info("image %s (%s): signature verified with certificate %s", image.id, image.name, verified)
+    ctx.updates["signature_verified"] = str(verified)
+
+
 async def store_data(ctx: FinalizeContext) -> None:
     """Put the staged file in the store under its content address (a no-op if the blob exists)."""
     key = blob_key(ctx.digests.os_hash_algo, ctx.digests.os_hash_value)
     try:
-        await trio.to_thread.run_sync(ctx.store.put, key, ctx.staged, limiter=STORE_LIMITER)
-    except OSError as e:
-        raise UploadRejected(f"store {ctx.store.name} failed: {e.strerror or e}") from e
+        if ctx.store_call is not None:
+            await ctx.store_call(ctx.store.put, key, ctx.staged, timeout=None)  # as long as the copy takes
+        else:
+            await trio.to_thread.run_sync(ctx.store.put, key, ctx.staged, limiter=ctx.store.limiter)
+    except (OSError, ImageFSError) as e:
+        raise UploadRejected(f"store {ctx.store.name} failed: {getattr(e, 'strerror', None) or e}") from e
     ctx.blob_key = key
 
 
 DEFAULT_STEPS = (
     FinalizeStep("verify_declared", verify_declared),
     FinalizeStep("inspect", inspect),
+    FinalizeStep("verify_signature", verify_signature),
     FinalizeStep("store_data", store_data),
 )
 

@@ -3,8 +3,13 @@
 The interface is shaped for object stores (S3, RADOS): whole blobs put once
 under a key, ranged reads, no in-place writes. Keys are content addresses,
 "<os_hash_algo>:<os_hash_value>", validated here and nowhere else. Methods
-are synchronous; the daemon calls the slow ones from worker threads. Every
-backend passes tests/test_store_contract.py.
+are synchronous; the daemon calls them from worker threads, each store under
+its own limiter and with time-outs (imagefs/health.py), so one slow store
+cannot take every thread. Every backend passes tests/test_store_contract.py.
+
+A store knows whether it is really there: `initialise` gives it a marker (an
+identity the catalog records), and `probe` checks the marker and that the
+store can take writes. A store without its marker is never written to.
 """
 
 from __future__ import annotations
@@ -19,8 +24,7 @@ import trio
 from ..config import StoreConfig
 from ..errors import ConfigError, Invalid
 
-# Store calls in worker threads, daemon-wide: a slow store must not take every thread.
-STORE_LIMITER = trio.CapacityLimiter(8)
+STORE_THREADS = 8  # worker threads one store may occupy (a hung store holds at most these)
 
 _KEY = re.compile(r"(sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})")
 
@@ -57,11 +61,24 @@ class _RangedReader(BlobReader):
 class BlobStore(ABC):
     """A place for immutable blobs under content-address keys."""
 
-    #: reads are served from local files (page cache), cheap enough to run on the event loop
+    #: reads are served from the host's own disk (page cache), cheap and safe enough to run on
+    #: the event loop; a share (require_mount) or a remote store is read from worker threads
     local_reads = False
 
     def __init__(self, name: str):
         self.name = name
+        self.marker: str | None = None  # the identity this library gave the store (catalog)
+        self.limiter = trio.CapacityLimiter(STORE_THREADS)
+
+    @abstractmethod
+    def initialise(self, marker: str) -> None:
+        """Prepare a new store for blobs and write `marker` into it; StoreUnavailable if it must not
+        be (e.g. a share's mount point with nothing mounted on it)."""
+
+    @abstractmethod
+    def probe(self) -> None:
+        """Check the store is there and writable with this library's marker; StoreUnavailable
+        (or OSError) saying why not. Cheap: it runs every probe_interval."""
 
     @abstractmethod
     def put(self, key: str, staged: Path) -> bool:
@@ -104,10 +121,18 @@ class BlobStore(ABC):
     def url(self, key: str) -> str:
         """Where the blob is, for user.imagefs.locations."""
 
+    def leftovers(self, before_ns: int | None = None) -> list[str]:
+        """Temp files of puts that never finished (a crash mid-put), last changed before `before_ns`
+        if given; fsck and the recovery after a crash remove them."""
+        return []
+
+    def remove_leftover(self, name: str) -> None:
+        """Remove one of `leftovers()`."""
+
 
 def open_store(config: StoreConfig) -> BlobStore:
     if config.type == "dir":
         from .local import LocalDirStore
 
-        return LocalDirStore(config.name, config.path)
+        return LocalDirStore(config.name, config.path, require_mount=config.require_mount)
     raise ConfigError(f"[stores.{config.name}] type {config.type!r} is not known (known: dir)")

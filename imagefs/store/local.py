@@ -6,6 +6,11 @@ bytes are fsynced, and the directory is fsynced after the rename, so a crash
 leaves either the whole blob or none (plus, at worst, a temp file that fsck
 removes). Holes survive: a staged file on the same filesystem is renamed, one
 elsewhere is copied extent by extent with SEEK_DATA/SEEK_HOLE.
+
+<path>/imagefs-store holds the marker `initialise` wrote. Every write checks
+it first, and directories are created only below <path>/blobs (never with
+parents), so when a share is unmounted under us nothing lands on the bare
+mount point: the store simply refuses, and the probe reports why.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import NotFound
+from ..crashpoints import crash_point
+from ..errors import NotFound, StoreUnavailable
+from ..mounts import mounted_fstype
 from . import BlobReader, BlobStore, validate_key
 
 COPY_CHUNK = 8 << 20
+MARKER_FILE = "imagefs-store"
 
 
 def fsync_dir(path: Path) -> None:
@@ -77,35 +85,69 @@ class _FileReader(BlobReader):
 
 
 class LocalDirStore(BlobStore):
-    local_reads = True
-
-    def __init__(self, name: str, path: Path):
+    def __init__(self, name: str, path: Path, *, require_mount: bool = False):
         super().__init__(name)
         self.root = Path(path)
         self.blobs = self.root / "blobs"
         self.tmp = self.root / "tmp"
-        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.require_mount = require_mount
+        self.local_reads = not require_mount  # a share can hang: read it from worker threads
+
+    def initialise(self, marker: str) -> None:
+        if self.require_mount and mounted_fstype(self.root) is None:
+            raise StoreUnavailable(f"{self.root} is not a mount point (require_mount)")
+        found = self._read_marker()
+        if found is not None and found != marker:
+            raise StoreUnavailable(f"{self.root} holds another library's store (marker {found})")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.blobs.mkdir(exist_ok=True)
         self.tmp.mkdir(exist_ok=True)
+        if found is None:
+            temp = self.tmp / f"{MARKER_FILE}.{uuid.uuid4().hex}"
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+            try:
+                os.write(fd, f"{marker}\n".encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(temp, self.root / MARKER_FILE)
+            fsync_dir(self.root)
+        self.marker = marker
+
+    def _read_marker(self) -> str | None:
+        try:
+            return (self.root / MARKER_FILE).read_text().strip()
+        except FileNotFoundError:
+            return None
+
+    def probe(self) -> None:
+        if self.require_mount and mounted_fstype(self.root) is None:
+            raise StoreUnavailable(f"{self.root} is not a mount point")
+        found = self._read_marker()
+        if found is None or found != self.marker:
+            raise StoreUnavailable(f"store marker {self.root / MARKER_FILE} is missing" if found is None
+                                   else f"{self.root} holds another store (marker {found})")
+        if os.statvfs(self.root).f_flag & os.ST_RDONLY:
+            raise StoreUnavailable(f"{self.root} is mounted read-only")
+
+    def _check_marker(self) -> None:
+        """Before every write: a directory without the marker is not the store (an unmounted share)."""
+        if self.marker is None or not os.path.exists(self.root / MARKER_FILE):
+            raise StoreUnavailable(f"store marker {self.root / MARKER_FILE} is missing: not writing there")
 
     def _path(self, key: str) -> Path:
         algo, hexdigest = validate_key(key).split(":")
         return self.blobs / algo / hexdigest[:2] / hexdigest
 
     def put(self, key: str, staged: Path) -> bool:
+        self._check_marker()
         final = self._path(key)
         if final.exists():
             os.unlink(staged)
             return False
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if os.stat(staged).st_dev == os.stat(self.root).st_dev:
-            fd = os.open(staged, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.chmod(staged, 0o444)
-            os.rename(staged, final)
-        else:
+        final.parent.parent.mkdir(exist_ok=True)  # no parents: blobs/ exists only in the real store
+        final.parent.mkdir(exist_ok=True)
+        if not (os.stat(staged).st_dev == os.stat(self.root).st_dev and self._rename_in(staged, final)):
             temp = self.tmp / f"{uuid.uuid4().hex}.tmp"
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
             try:
@@ -116,9 +158,30 @@ class LocalDirStore(BlobStore):
                 raise
             finally:
                 os.close(fd)
+            crash_point("store.put.synced")
             os.rename(temp, final)
             os.unlink(staged)
+        crash_point("store.put.renamed")
         fsync_dir(final.parent)
+        return True
+
+    @staticmethod
+    def _rename_in(staged: Path, final: Path) -> bool:
+        """The staged file becomes the blob by rename (same filesystem); False where the kernel
+        refuses (EXDEV: the store is another mount of the same filesystem, e.g. a bind mount)."""
+        fd = os.open(staged, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(staged, 0o444)
+        crash_point("store.put.synced")
+        try:
+            os.rename(staged, final)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            return False
         return True
 
     def read(self, key: str, offset: int, length: int) -> bytes:
@@ -135,6 +198,7 @@ class LocalDirStore(BlobStore):
             raise NotFound(f"no blob {key}") from None
 
     def delete(self, key: str) -> None:
+        self._check_marker()
         path = self._path(key)
         try:
             os.unlink(path)
@@ -165,6 +229,26 @@ class LocalDirStore(BlobStore):
 
     def url(self, key: str) -> str:
         return self._path(key).as_uri()
+
+    def leftovers(self, before_ns: int | None = None) -> list[str]:
+        found = []
+        if not self.tmp.is_dir():
+            return found
+        for entry in os.scandir(self.tmp):
+            try:
+                if before_ns is None or entry.stat(follow_symlinks=False).st_mtime_ns < before_ns:
+                    found.append(entry.name)
+            except FileNotFoundError:
+                pass  # a put under way just renamed it into place
+        return sorted(found)
+
+    def remove_leftover(self, name: str) -> None:
+        if "/" in name or name in (".", ".."):
+            raise ValueError(f"not a temp file name: {name!r}")
+        try:
+            os.unlink(self.tmp / name)
+        except FileNotFoundError:
+            pass
 
     def blob_path(self, key: str) -> Path:
         """The file holding a blob (benchmarks compare against reading it natively)."""
