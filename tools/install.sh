@@ -57,11 +57,12 @@ prefix=${IMAGEFS_PREFIX:-/opt/imagefs}
 # Build: python3-dev, gcc, libc6-dev, pkg-config and libfuse3-dev compile pyfuse3 (PyPI has no wheel).
 # Run: fuse3 (fusermount3, /etc/fuse.conf), qemu-utils (qemu-img for inspection and conversion).
 # Operate and test: attr (getfattr/setfattr), rsync, xz/bzip2/zstd for compressed images, procps,
-# strace (a test counts the syscalls ls -l makes on the mount).
+# strace (a test counts the syscalls ls -l makes on the mount), bindfs (a test hangs a store behind it),
+# openssl (signatures made as OpenStack's documentation shows).
 packages=(
   ca-certificates python3 python3-venv python3-dev gcc libc6-dev pkg-config
   fuse3 libfuse3-dev qemu-utils attr rsync xz-utils bzip2 zstd procps strace
-  genisoimage xorriso
+  genisoimage xorriso bindfs openssl
 )
 export DEBIAN_FRONTEND=noninteractive
 say "installing Debian packages: ${packages[*]}"

@@ -26,8 +26,12 @@ status=0
     echo "commit $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?')${modified:+ (imagefs/ has uncommitted changes)}"
     echo "uptime: $(uptime)"
 } | tee "$log"
-for bench in warm_reread first_read cp_ingest close_to_active ls_many inspect_overhead signed_ingest fsck_10k; do
-    if [ "$bench" = ls_many ] || [ "$bench" = fsck_10k ]; then args=("${count[@]}" "${extra[@]}"); else args=("${size[@]}" "${extra[@]}"); fi
+for bench in warm_reread first_read cp_ingest close_to_active ls_many inspect_overhead signed_ingest fsck_10k store_failover; do
+    case "$bench" in
+        ls_many|fsck_10k) args=("${count[@]}" "${extra[@]}") ;;
+        store_failover) args=("${extra[@]}") ;;
+        *) args=("${size[@]}" "${extra[@]}") ;;
+    esac
     "$python" "$here/$bench.py" "${args[@]}" 2>&1 | tee -a "$log"
     rc=${PIPESTATUS[0]}
     if [ "$rc" -ne 0 ]; then
