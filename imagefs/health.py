@@ -45,6 +45,7 @@ class StoreHealth:
         self._failed = trio.Event()  # set while the store is failing: long calls give up
         self._wake = trio.Event()
         self._probe_limiter = trio.CapacityLimiter(1)  # a hung probe holds it; no second one piles up
+        self._new_marker = str(uuid.uuid4())
 
     @property
     def available(self) -> bool:
@@ -72,7 +73,9 @@ class StoreHealth:
         if marker is not None:
             self.store.marker = marker
             return
-        marker = str(uuid.uuid4())
+        # One new marker per daemon: an initialise that timed out and later finished in its
+        # abandoned thread wrote this same one, so the retry finds its own marker there.
+        marker = self._new_marker
         await trio.to_thread.run_sync(self.store.initialise, marker, limiter=self._probe_limiter,
                                       abandon_on_cancel=True)
         self.catalog.set_store_marker(self.store.name, marker)

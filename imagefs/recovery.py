@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from .errors import ImageFSError
+from .store.local import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class CrashRecovery:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         if self.unclean:
             log.warning("the previous daemon did not stop cleanly: cleaning the store in the background")
             nursery.start_soon(self._recover, tree, time.time_ns())
@@ -80,10 +81,3 @@ class CrashRecovery:
         )
         self.done = True
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -145,8 +145,10 @@ class LocalDirStore(BlobStore):
         if final.exists():
             os.unlink(staged)
             return False
-        final.parent.parent.mkdir(exist_ok=True)  # no parents: blobs/ exists only in the real store
-        final.parent.mkdir(exist_ok=True)
+        for directory in (final.parent.parent, final.parent):  # no parents: blobs/ exists only in the real store
+            if not directory.is_dir():
+                directory.mkdir(exist_ok=True)
+                fsync_dir(directory.parent)  # the new directory's entry outlives a power cut too
         if not (os.stat(staged).st_dev == os.stat(self.root).st_dev and self._rename_in(staged, final)):
             temp = self.tmp / f"{uuid.uuid4().hex}.tmp"
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
