@@ -126,24 +126,25 @@ def run(config: Config, mountpoint: Path, *, ready=lambda: None) -> None:
     lock.acquire(mountpoint)
     catalog = Catalog(config.catalog_path)
     try:
-        store = open_store(config.store)
-        trio.run(_serve, config, catalog, store, mountpoint, ready)
+        stores = {name: open_store(store) for name, store in config.stores.items()}
+        trio.run(_serve, config, catalog, stores, mountpoint, ready)
     finally:
         catalog.close()
         lock.release()
 
 
-async def _serve(config, catalog, store, mountpoint: Path, ready) -> None:
+async def _serve(config, catalog, stores, mountpoint: Path, ready) -> None:
     async with trio.open_nursery() as nursery:
-        tree = ImageTree(config, catalog, store, spawn=nursery.start_soon, kernel=PyfuseKernelCache(nursery.start_soon))
+        tree = ImageTree(config, catalog, stores, spawn=nursery.start_soon, kernel=PyfuseKernelCache(nursery.start_soon))
         tree.recover_interrupted()
         recovery = CrashRecovery(config.data_dir)
-        await tree.health.check()  # the mount starts read-only if the store is not there (SPEC §8)
-        await nursery.start(tree.health.serve)
+        for health in tree.healths.values():  # read-only from the start if the default store is not there
+            await health.check()
+            await nursery.start(health.serve)
         recovery.begin(nursery, tree)  # after the probe: the store has its marker
         operations = FuseOperations(tree)
         pyfuse3.init(operations, str(mountpoint), mount_options())
-        log.info("mounted %s (data dir %s, store %s, %s)", mountpoint, config.data_dir, store.name, tree.mode)
+        log.info("mounted %s (data dir %s, store %s, %s)", mountpoint, config.data_dir, tree.store.name, tree.mode)
         try:
             nursery.start_soon(_announce_ready, mountpoint, ready)
             nursery.start_soon(_stop_on_signals)

@@ -22,6 +22,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
@@ -103,6 +104,7 @@ class Handle:
     seq: int
     upload: StagedUpload | None = None
     reader: BlobReader | None = None
+    health: StoreHealth | None = None  # the store the reader reads
     writable: bool = False
 
 
@@ -121,15 +123,23 @@ class KernelCache:
 
 class ImageTree:
     def __init__(
-        self, config: Config, catalog: Catalog, store: BlobStore, *, spawn: Callable, kernel: KernelCache | None = None
+        self, config: Config, catalog: Catalog, stores: BlobStore | dict[str, BlobStore], *, spawn: Callable,
+        kernel: KernelCache | None = None,
     ):
+        """`stores`: every configured store by name (or just the default one); new images go to
+        the default, existing ones are read from the store their blob is in."""
         self.config = config
         self.catalog = catalog
-        self.store = store
+        stores = {stores.name: stores} if isinstance(stores, BlobStore) else stores
+        self.healths = {
+            name: StoreHealth(store, catalog, config.stores[name], on_change=partial(self._store_changed, name))
+            for name, store in stores.items()
+        }
+        self.health = self.healths[config.default_store]  # the default store's: it decides the mode
+        self.store = self.health.store
         self.kernel = kernel or KernelCache()
-        self.health = StoreHealth(store, catalog, config.store, on_change=self._store_changed)
         # spawn(async_fn, *args): a daemon task
-        self.uploads = Uploads(config, catalog, store, spawn, health=self.health)
+        self.uploads = Uploads(config, catalog, self.healths, spawn)
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._allocated: dict[str, int] = {}
@@ -144,9 +154,17 @@ class ImageTree:
         failure = self.health.failure
         return "read-write" if failure is None else f"read-only: {failure}"
 
-    def _store_changed(self, failure: str | None) -> None:
-        if failure is not None:
+    def _store_changed(self, name: str, failure: str | None) -> None:
+        # Another store failing makes only its own data unreadable (EIO); new data goes to the default.
+        if failure is not None and name == self.config.default_store:
             self.uploads.kill_in_flight(f"store unavailable: {failure}")
+
+    def _data_of(self, image: Image) -> StoreHealth:
+        """The store holding an image's data (with its health)."""
+        health = self.healths.get(image.store)
+        if health is None:
+            raise StoreUnavailable(f"image {image.id}: its data is in store {image.store}, which is not configured")
+        return health
 
     def _writable(self) -> None:
         """Every change is refused while the store is failing (SPEC §8): nothing half-done."""
@@ -218,18 +236,20 @@ class ImageTree:
         """Allocated 512-byte blocks of the blob: a sparse image shows its real use to du."""
         key = image.blob_key
         if key not in self._allocated:
-            if not self.store.local_reads:  # never wait for a share in a stat: asked in the background
-                self.uploads.spawn(self._fetch_allocated, key)
-                return (image.size + 511) // 512
+            estimate = (image.size + 511) // 512
             try:
-                self._allocated[key] = self.store.allocated(key)
+                health = self._data_of(image)
+                if not health.store.local_reads:  # never wait for a share in a stat: asked in the background
+                    self.uploads.spawn(self._fetch_allocated, health, key)
+                    return estimate
+                self._allocated[key] = health.store.allocated(key)
             except (ImageFSError, OSError):
-                return (image.size + 511) // 512
+                return estimate
         return self._allocated[key] // 512
 
-    async def _fetch_allocated(self, key: str) -> None:
+    async def _fetch_allocated(self, health: StoreHealth, key: str) -> None:
         try:
-            self._allocated[key] = await self.health.call(self.store.allocated, key)
+            self._allocated[key] = await health.call(health.store.allocated, key)
         except (ImageFSError, OSError):
             pass
 
@@ -343,25 +363,27 @@ class ImageTree:
             raise AccessDenied(f"{image.status} image data is readable by admins only")
         if image.status not in HAS_DATA:
             return self._new_fh(Handle(image.seq)), False
-        reader = await self._store_call(self.store.open_reader, image.blob_key)
-        return self._new_fh(Handle(image.seq, reader=reader)), True
+        health = self._data_of(image)
+        reader = await self._store_call(health, health.store.open_reader, image.blob_key)
+        return self._new_fh(Handle(image.seq, reader=reader, health=health)), True
 
-    async def _store_call(self, fn, *args):
-        """A read from the store. The host's own disk answers on the event loop (page cache);
+    @staticmethod
+    async def _store_call(health: StoreHealth, fn, *args):
+        """A read from a store. The host's own disk answers on the event loop (page cache);
         anything else in a worker thread with a time-out. Missing or unreadable data of an
         image that has data is EIO, and makes the probe look at the store at once."""
         try:
-            if self.store.local_reads:
+            if health.store.local_reads:
                 return fn(*args)
-            return await self.health.call(fn, *args)
+            return await health.call(fn, *args)
         except (NotFound, OSError) as e:
-            self.health.wake()
-            raise StoreUnavailable(f"store {self.store.name}: {getattr(e, 'strerror', None) or e}") from None
+            health.wake()
+            raise StoreUnavailable(f"store {health.store.name}: {getattr(e, 'strerror', None) or e}") from None
 
     async def read(self, fh: int, offset: int, length: int) -> bytes:
         handle = self.handles[fh]
         if handle.reader is not None:
-            return await self._store_call(handle.reader.read, offset, length)
+            return await self._store_call(handle.health, handle.reader.read, offset, length)
         if handle.upload is not None and handle.upload.fd >= 0:
             return handle.upload.read(offset, length)
         return b""
@@ -448,7 +470,7 @@ class ImageTree:
         crash_point("delete.committed")
         log.info("image %s (%s): deleted by %s", image.id, image.name, caller.actor)
         if blob is not None:
-            self.uploads.free_blob(blob.key)
+            self.uploads.free_blob(blob.key, blob.store)
 
     async def rename(self, parent_old: int, old: str, parent_new: int, new: str, caller: Caller) -> None:
         if {parent_old, parent_new} & {ROOT_INO, BY_ID_INO}:
@@ -508,9 +530,13 @@ class ImageTree:
             "reason": image.reason,
             "stored_format": image.stored_format,
             "stores": image.store if stored else None,
-            "locations": self.store.url(image.blob_key) if stored else None,
+            "locations": self._locations(image) if stored else None,
             "signature_verified": image.signature_verified,
         }
+
+    def _locations(self, image: Image) -> str | None:
+        health = self.healths.get(image.store)
+        return health.store.url(image.blob_key) if health else None
 
     def _root_xattrs(self) -> dict[str, bytes]:
         return {

@@ -32,7 +32,7 @@ from .imports import FinalizeContext, Pipeline
 from .lifecycle import UPLOADING, Status
 from .signing import HASH_METHOD, hash_method_name
 from .staging import StagedUpload, StagingQuota
-from .store import BlobStore, blob_key
+from .store import blob_key
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,12 @@ DELIVERY_GRACE = 30.0  # seconds a writer's process still finds its finalized up
 
 
 class Uploads:
-    def __init__(self, config: Config, catalog: Catalog, store: BlobStore, spawn: Callable, *, health: StoreHealth):
+    def __init__(self, config: Config, catalog: Catalog, healths: dict[str, StoreHealth], spawn: Callable):
         self.config = config
         self.catalog = catalog
-        self.store = store
-        self.health = health
+        self.healths = healths  # every store by name; new data goes to the default one
+        self.health = healths[config.default_store]
+        self.store = self.health.store
         self.spawn = spawn
         self.quota = StagingQuota(config.staging_quota_mib << 20)
         self.pipeline = Pipeline()
@@ -130,14 +131,15 @@ class Uploads:
                 upload.close()
                 key = blob_key(digests.os_hash_algo, digests.os_hash_value)
                 async with self._exclusive(key):
+                    health = self._store_for(key)
                     ctx = FinalizeContext(
-                        image, self.catalog.properties(seq), upload.path, upload.size, digests, self.store,
-                        detection=detection, config=self.config, store_call=self.health.call,
+                        image, self.catalog.properties(seq), upload.path, upload.size, digests, health.store,
+                        detection=detection, config=self.config, store_call=health.call,
                     )
                     await self.pipeline.run(ctx)
                     crash_point("finalize.stored")
                     image = self.catalog.activate(
-                        seq, blob_key=ctx.blob_key, store=self.store.name, actor="imagefs",
+                        seq, blob_key=ctx.blob_key, store=health.store.name, actor="imagefs",
                         properties=ctx.new_properties, size=ctx.size, checksum=digests.checksum,
                         os_hash_algo=digests.os_hash_algo, os_hash_value=digests.os_hash_value, **ctx.updates,
                     )
@@ -156,6 +158,16 @@ class Uploads:
             name, event = self._finalizing.pop(seq)
             self._remember_delivery(name, seq, upload.writer_pids)
             event.set()
+
+    def _store_for(self, key: str) -> StoreHealth:
+        """Where finalize puts data: the store that already holds these bytes (one blob per
+        content, whichever store it is in), else the default store."""
+        existing = self.catalog.blob(key)
+        if existing is None:
+            return self.health
+        if existing.store not in self.healths:
+            raise UploadRejected(f"the same data is stored in store {existing.store}, which is not configured")
+        return self.healths[existing.store]
 
     def _kill(self, image: Image, upload: StagedUpload, reason: str) -> None:
         upload.discard()
@@ -203,22 +215,26 @@ class Uploads:
         for seq in [seq for seq in self.staged if seq not in self._finalizing]:
             self.kill_upload(seq, reason)
 
-    def free_blob(self, key: str) -> None:
-        """The catalog dropped the last reference to `key`: remove it from the store (in the background)."""
-        self.spawn(self._delete_blob, key)
+    def free_blob(self, key: str, store: str) -> None:
+        """The catalog dropped the last reference to `key`: remove it from its store (in the background)."""
+        self.spawn(self._delete_blob, key, store)
 
     async def free_orphan(self, key: str) -> None:
-        """Free a blob the catalog does not know (left by a crash), unless an upload references it by now."""
-        await self._delete_blob(key)
+        """Free a blob of the default store the catalog does not know (left by a crash),
+        unless an upload references it by now."""
+        await self._delete_blob(key, self.store.name)
 
-    async def _delete_blob(self, key: str) -> None:
+    async def _delete_blob(self, key: str, store: str) -> None:
         async with self._exclusive(key):
             if self.catalog.blob(key) is not None:
                 return  # referenced again by an upload that finalized first
             try:
                 await trio.to_thread.run_sync(self.catalog.sync_committed)  # the delete's commit outlives a power cut
                 crash_point("delete.freeing")
-                await self.health.call(self.store.delete, key)
+                health = self.healths.get(store)
+                if health is None:
+                    raise NotFound(f"store {store} is not configured")
+                await health.call(health.store.delete, key)
             except (NotFound, ImageFSError, OSError) as e:  # an orphan blob; fsck finds and frees it
                 log.warning("blob %s: delete failed: %s", key, e)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Library, assert_refused, mounted, run, wait_for
+from conftest import Library, assert_refused, getfattr_value, mounted, run, wait_for
 
 from imagefs.catalog import Catalog
 from imagefs.mounts import mounted_fstype
@@ -303,3 +303,54 @@ def test_staging_quota(tmp_path):
         lib.upload(random_file(tmp_path / "a.raw", 3 * MiB, 2))  # the quota was given back
         lib.upload(random_file(tmp_path / "b.raw", 3 * MiB, 3))
         assert sorted(os.listdir(lib.mnt / "active")) == ["a.raw", "b.raw"]
+
+
+@pytest.mark.skipif(shutil.which("bindfs") is None, reason="bindfs is not installed (tools/install.sh --dev)")
+def test_another_store_hanging_leaves_the_default_stores_data_and_uploads_alone(tmp_path):
+    """Images stay in the store their data went to; [stores] default only says where new data goes.
+    Store `old` (behind bindfs) hangs: its images give EIO, everything else carries on read-write."""
+    backing, share = tmp_path / "backing", tmp_path / "share"
+    backing.mkdir()
+    share.mkdir()
+    bindfs = subprocess.Popen(["bindfs", "-f", "--no-allow-other", str(backing), str(share)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stores = (f'[stores.old]\npath = "{share}"\nrequire_mount = true\ntimeout = 1.0\n'
+              f'[stores.new]\npath = "{tmp_path / "new"}"\n')
+    try:
+        assert wait_for(lambda: os.path.ismount(share), timeout=10)
+        lib = Library(tmp_path / "lib", '[stores]\ndefault = "old"\n' + stores)
+        with mounted(lib):
+            first = random_file(tmp_path / "first.raw", MiB, 1)
+            lib.upload(first)
+            assert lib.attr(lib.path("active", "first.raw"), "size") == str(MiB)
+            lib.umount()
+            lib.config_path.write_text('[stores]\ndefault = "new"\n' + stores)
+            lib.mount()
+            second = random_file(tmp_path / "second.raw", MiB, 2)
+            lib.upload(second)
+            again = lib.upload(first, "first-again.raw")  # the same bytes: deduplicated into store old
+            assert getfattr_value(again, "user.imagefs.stores") == "old"
+            assert getfattr_value(lib.path("active", "second.raw"), "user.imagefs.stores") == "new"
+            run("sh", "-c", "echo 1 > /proc/sys/vm/drop_caches")
+
+            os.kill(bindfs.pid, signal.SIGSTOP)
+            try:
+                assert_refused(run("cat", lib.path("active", "first.raw"), check=False, timeout=30), errno.EIO)
+                assert mode(lib) == "read-write"  # the default store is fine
+                got = run("sha512sum", lib.path("active", "second.raw"), timeout=30).stdout.split()[0]
+                assert got == hashlib.sha512(second.read_bytes()).hexdigest()
+                third = lib.upload(random_file(tmp_path / "third.raw", MiB, 3))
+                assert getfattr_value(third, "user.imagefs.stores") == "new"
+                assert sorted(os.listdir(lib.mnt / "active")) == ["first-again.raw", "first.raw", "second.raw",
+                                                                  "third.raw"]
+            finally:
+                os.kill(bindfs.pid, signal.SIGCONT)
+            digest = hashlib.sha512(first.read_bytes()).hexdigest()
+            assert wait_for(lambda: run("sha512sum", lib.path("active", "first.raw"), check=False).stdout[:128]
+                            == digest, timeout=15)
+    finally:
+        os.kill(bindfs.pid, signal.SIGCONT)
+        subprocess.run(["fusermount", "-u", str(share)], capture_output=True)
+        subprocess.run(["umount", "-l", str(share)], capture_output=True)
+        bindfs.terminate()
+        bindfs.wait(timeout=10)

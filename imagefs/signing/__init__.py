@@ -9,7 +9,9 @@ The algorithm is cursive's (signature_utils.get_verifier, as Glance uses it):
 the signature is over the image bytes, hashed with `img_signature_hash_method`
 and verified as a pre-hashed digest (`utils.Prehashed`): RSA-PSS with MGF1 on
 the same hash and the maximum salt length, DSA, or ECDSA on one of six named
-curves. Beyond Glance, a configured trust store makes the signing certificate
+curves. The four binary (sect) curves, which recent cryptography releases no
+longer have, are verified the same way by the `openssl` command line
+(`openssl_cli`). Beyond Glance, a configured trust store makes the signing certificate
 chain to a trusted CA, be within its validity period and allow digital
 signatures (see `check_certificate`).
 """
@@ -27,6 +29,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa, utils
 
+from . import openssl_cli
 from .certificates import (
     CertificateNotFound,
     CertificateStore,
@@ -37,9 +40,10 @@ from .certificates import (
 
 __all__ = [
     "CERTIFICATE_UUID", "HASH_METHOD", "KEY_TYPE", "SIGNATURE", "HASH_METHODS", "KEY_TYPES", "PROPERTIES", "CertificateNotFound", "CertificateStore",
-    "DirectoryCertificateStore", "KeyType", "SignatureError", "SignatureProperties", "Verified",
-    "check_certificate", "describe_certificate", "hash_method_name", "key_type_of", "load_certificates",
-    "load_trust_store", "parse_properties", "sign_digest", "verify_digest", "verify_image",
+    "CertificateKey", "DirectoryCertificateStore", "KeyType", "SignatureError", "SignatureProperties", "Verified",
+    "certificate_key", "check_certificate", "describe_certificate", "hash_method_name", "key_type_of",
+    "load_certificates", "load_trust_store", "parse_properties", "sign_digest", "sign_digest_with_openssl",
+    "verify_digest", "verify_image",
 ]
 
 # The four image properties, as Glance names them (etc/metadefs/image-signature-verification.json).
@@ -63,6 +67,36 @@ class SignatureError(Exception):
 
 
 @dataclass(frozen=True)
+class CertificateKey:
+    """What a certificate's public key is: the key itself when cryptography can load it; for a
+    binary-curve key (which cryptography 50 cannot load) only its family and curve, from the SPKI."""
+
+    family: str  # "RSA", "DSA", "EC", or the class name of another key
+    curve: str | None
+    description: str  # for a mismatch's reason: "an EC key on sect571k1"
+    public_key: object | None = None
+
+
+def certificate_key(cert: x509.Certificate, uuid: str) -> CertificateKey:
+    """The certificate's key, without failing on a binary curve; SignatureError if it is unusable."""
+    try:
+        public_key = cert.public_key()
+    except (UnsupportedAlgorithm, ValueError) as e:
+        curve = openssl_cli.spki_curve(cert)
+        if curve not in openssl_cli.CURVES:
+            raise SignatureError(f"certificate {uuid}: its public key cannot be used here: {e}") from None
+        return CertificateKey("EC", curve, f"an EC key on {curve}")
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return CertificateKey("RSA", None, f"an RSA {public_key.key_size}-bit key", public_key)
+    if isinstance(public_key, dsa.DSAPublicKey):
+        return CertificateKey("DSA", None, f"a DSA {public_key.key_size}-bit key", public_key)
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return CertificateKey("EC", public_key.curve.name, f"an EC key on {public_key.curve.name}", public_key)
+    name = type(public_key).__name__
+    return CertificateKey(name, None, f"a {name}", public_key)
+
+
+@dataclass(frozen=True)
 class KeyType:
     """One img_signature_key_type: the public key class it needs and how cursive verifies with it."""
 
@@ -71,30 +105,22 @@ class KeyType:
     curve: str | None = None  # the EC curve's name as cryptography spells it (secp384r1, sect571k1)
 
     @property
-    def supported(self) -> bool:
-        """Whether this host's cryptography can use it (cursive registers the ECC types only then)."""
-        if self.curve is None:
-            return True
-        curve = getattr(ec, self.curve.upper(), None)  # recent cryptography releases dropped the binary (sect) curves
-        if curve is None:
-            return False
-        from cryptography.hazmat.backends import default_backend
+    def binary_curve(self) -> bool:
+        """A sect curve: verified (and signed) with the openssl command line, not cryptography."""
+        return self.curve in openssl_cli.CURVES
 
-        return default_backend().elliptic_curve_supported(curve())
-
-    def matches(self, public_key) -> str | None:
-        """None if `public_key` is of this type, else what it is (for the reason)."""
-        actual = _describe_key(public_key)
-        if self.family == "RSA" and isinstance(public_key, rsa.RSAPublicKey):
+    def matches(self, key: CertificateKey) -> str | None:
+        """None if the certificate's key is of this type, else what it is (for the reason)."""
+        if key.family == self.family and key.curve == self.curve:
             return None
-        if self.family == "DSA" and isinstance(public_key, dsa.DSAPublicKey):
-            return None
-        if self.family == "EC" and isinstance(public_key, ec.EllipticCurvePublicKey):
-            return None if public_key.curve.name == self.curve else actual
-        return actual
+        return key.description
 
-    def verify(self, public_key, signature: bytes, digest: bytes, hash_cls) -> None:
-        """cursive's verifier: raises InvalidSignature."""
+    def verify(self, key: CertificateKey, cert: x509.Certificate, signature: bytes, digest: bytes, hash_cls) -> None:
+        """cursive's verifier: raises InvalidSignature (openssl_cli.OpenSSLError: openssl could not answer)."""
+        if self.binary_curve:
+            openssl_cli.verify_digest(cert, signature, digest, hash_cls.name)
+            return
+        public_key = key.public_key
         prehashed = utils.Prehashed(hash_cls())
         if self.family == "RSA":
             pss = padding.PSS(mgf=padding.MGF1(hash_cls()), salt_length=padding.PSS.MAX_LENGTH)
@@ -121,16 +147,6 @@ KEY_TYPES: dict[str, KeyType] = {
     "DSA": KeyType("DSA", "DSA"),
     **{f"ECC_{c.upper()}": KeyType(f"ECC_{c.upper()}", "EC", c) for c in _CURVES},
 }
-
-
-def _describe_key(public_key) -> str:
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return f"an RSA {public_key.key_size}-bit key"
-    if isinstance(public_key, dsa.DSAPublicKey):
-        return f"a DSA {public_key.key_size}-bit key"
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        return f"an EC key on {public_key.curve.name}"
-    return f"a {type(public_key).__name__}"
 
 
 def key_type_of(private_key) -> KeyType:
@@ -194,8 +210,6 @@ def parse_properties(properties: dict[str, str]) -> SignatureProperties | None:
     key_type = KEY_TYPES.get(key_name)
     if key_type is None:
         raise SignatureError(f"img_signature_key_type {key_name!r} is not one of {', '.join(KEY_TYPES)}")
-    if not key_type.supported:
-        raise SignatureError(f"img_signature_key_type {key_name} is not supported by this host's cryptography library")
     return SignatureProperties(signature, method, key_type, properties[CERTIFICATE_UUID].strip())
 
 
@@ -232,26 +246,28 @@ def verify_digest(
         cert = store.get(uuid)
     except CertificateNotFound as e:
         raise SignatureError(str(e)) from None
-    try:
-        public_key = cert.public_key()
-    except (UnsupportedAlgorithm, ValueError) as e:
-        raise SignatureError(f"certificate {uuid}: its public key cannot be used here: {e}") from None
-    mismatch = props.key_type.matches(public_key)
+    key = certificate_key(cert, uuid)
+    mismatch = props.key_type.matches(key)
     if mismatch:
         raise SignatureError(
             f"key type mismatch: img_signature_key_type is {props.key_type.name} but certificate {uuid} has {mismatch}"
         )
     if trusted is not None:
-        problem = check_certificate(cert, trusted, now or datetime.datetime.now(datetime.timezone.utc))
+        try:
+            problem = check_certificate(cert, trusted, now or datetime.datetime.now(datetime.timezone.utc))
+        except openssl_cli.OpenSSLError as e:  # a binary-curve CA's signature could not be checked
+            raise SignatureError(f"certificate {uuid} cannot be checked against the trust store: {e}") from None
         if problem:
             raise SignatureError(f"certificate {uuid} {problem}")
     hash_cls = HASH_METHODS[props.hash_method][1]
     if len(digest) != hash_cls.digest_size:
         raise ValueError(f"a {props.hash_method} digest is {hash_cls.digest_size} bytes, not {len(digest)}")
     try:
-        props.key_type.verify(public_key, props.signature, digest, hash_cls)
+        props.key_type.verify(key, cert, props.signature, digest, hash_cls)
     except InvalidSignature:
         raise SignatureError(f"bad signature: the data does not match img_signature (certificate {uuid})") from None
+    except openssl_cli.OpenSSLError as e:
+        raise SignatureError(f"img_signature_key_type {props.key_type.name} cannot be verified: {e}") from None
     return Verified(uuid, describe_certificate(cert))
 
 
@@ -259,6 +275,23 @@ def sign_digest(private_key, digest: bytes, hash_method: str) -> tuple[KeyType, 
     """Sign a digest as `openssl dgst -<hash> -sign` would (RSA: PSS, maximum salt)."""
     key_type = key_type_of(private_key)
     return key_type, key_type.sign(private_key, digest, HASH_METHODS[hash_method][1])
+
+
+def sign_digest_with_openssl(
+    key_path: Path, digest: bytes, hash_method: str, password: bytes | None = None,
+) -> tuple[KeyType, bytes]:
+    """Sign a digest with a binary-curve private key file (cryptography cannot load one) via openssl.
+
+    Raises SignatureError when the key is not on one of Glance's binary curves, or openssl fails."""
+    try:
+        curve = openssl_cli.key_curve(key_path, password)
+        if curve not in openssl_cli.CURVES:
+            what = f"curve {curve}" if curve else "a key that is not EC"
+            raise SignatureError(f"{what} cannot sign images here (RSA, DSA, or EC on one of {', '.join(_CURVES)})")
+        key_type = KEY_TYPES[f"ECC_{curve.upper()}"]
+        return key_type, openssl_cli.sign_digest(key_path, digest, HASH_METHODS[hash_method][0], password)
+    except openssl_cli.OpenSSLError as e:
+        raise SignatureError(str(e)) from None
 
 
 def load_trust_store(trusted_ca_file: Path | None, enabled: bool = True) -> list[x509.Certificate] | None:

@@ -10,18 +10,24 @@ files, PEM or DER, each named by its UUID (`<uuid>`, `<uuid>.pem`,
 dates or usage on upload): with a trust store configured, the signing
 certificate must be issued by a trusted CA (or be one of the trusted
 certificates itself), be within its validity period, as must its issuer,
-and allow digital signatures when it carries a KeyUsage extension.
+and allow digital signatures when it carries a KeyUsage extension. A CA whose
+key is on a binary curve (which cryptography 50 cannot load) has its signature
+over the certificate checked by the openssl command line (`openssl_cli`).
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.x509.oid import SignatureAlgorithmOID
+
+from . import openssl_cli
 
 # Certificate ids become file names: no separators, no dot files, nothing to escape.
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,254}")
@@ -100,7 +106,32 @@ def _can_issue(ca: x509.Certificate) -> bool:
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+    except UnsupportedAlgorithm:
+        return _issued_by_binary_curve_ca(cert, issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+_ECDSA = {
+    SignatureAlgorithmOID.ECDSA_WITH_SHA224: "sha224",
+    SignatureAlgorithmOID.ECDSA_WITH_SHA256: "sha256",
+    SignatureAlgorithmOID.ECDSA_WITH_SHA384: "sha384",
+    SignatureAlgorithmOID.ECDSA_WITH_SHA512: "sha512",
+}
+
+
+def _issued_by_binary_curve_ca(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """verify_directly_issued_by for an issuer whose key is on a binary curve (cryptography 50 cannot
+    load it): the ECDSA signature over the hash of the TBSCertificate, checked by openssl as a
+    pre-hashed digest. Raises openssl_cli.OpenSSLError when openssl cannot answer."""
+    hash_name = _ECDSA.get(cert.signature_algorithm_oid)
+    if hash_name is None or cert.issuer != issuer.subject or openssl_cli.spki_curve(issuer) not in openssl_cli.CURVES:
+        return False
+    digest = hashlib.new(hash_name, cert.tbs_certificate_bytes).digest()
+    try:
+        openssl_cli.verify_digest(issuer, cert.signature, digest, hash_name)
+    except InvalidSignature:
         return False
     return True
 
