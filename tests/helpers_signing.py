@@ -2,7 +2,8 @@
 
 Keys and certificates come from `cryptography` (a small CA, leaf certificates of
 every key type, an expired one, one without digitalSignature, one from a CA
-nobody trusts); the binary-curve (sect) ones from the openssl command line,
+nobody trusts); the binary-curve (sect) keys and certificates from the openssl
+command line (`openssl ecparam -genkey`, `openssl req`, `openssl x509 -req`),
 since recent cryptography releases cannot make them. Signatures come from the
 `openssl` command line exactly as OpenStack's documentation shows
 (`openssl dgst -sha256 -sign private_key.pem -sigopt rsa_padding_mode:pss -out
@@ -24,6 +25,7 @@ from cryptography.x509.oid import NameOID
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 DAY = datetime.timedelta(days=1)
+BINARY_CURVES = ("sect571k1", "sect409k1", "sect571r1", "sect409r1")
 OPENSSL_DIGEST = {"SHA-224": "-sha224", "SHA-256": "-sha256", "SHA-384": "-sha384", "SHA-512": "-sha512"}
 
 
@@ -100,6 +102,33 @@ class Signer:
         }
 
 
+def openssl(*args) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+def openssl_key(curve: str, path: Path) -> Path:
+    openssl("ecparam", "-name", curve, "-genkey", "-noout", "-out", path)
+    return path
+
+
+def openssl_self_signed(key: Path, cn: str, out: Path, *, ca: bool = False) -> x509.Certificate:
+    """`openssl req -new -x509`: a CA (keyCertSign) or a signer (digitalSignature)."""
+    usage = "keyUsage=critical,keyCertSign,cRLSign" if ca else "keyUsage=critical,digitalSignature"
+    openssl("req", "-new", "-x509", "-key", key, "-subj", f"/O=imagefs tests/CN={cn}", "-days", "2",
+            "-addext", usage, "-out", out)
+    return x509.load_pem_x509_certificate(out.read_bytes())
+
+
+def openssl_issue(key: Path, cn: str, ca_cert: Path, ca_key: Path, out: Path) -> x509.Certificate:
+    """`openssl x509 -req`: a signer's certificate (digitalSignature) issued by a CA (any key type)."""
+    csr, ext = out.with_suffix(".csr"), out.with_suffix(".ext")
+    openssl("req", "-new", "-key", key, "-subj", f"/O=imagefs tests/CN={cn}", "-out", csr)
+    ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n")
+    openssl("x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key, "-set_serial", str(uuid.uuid4().int >> 64),
+            "-days", "2", "-sha384", "-extfile", ext, "-out", out)
+    return x509.load_pem_x509_certificate(out.read_bytes())
+
+
 def _write_key(key, path: Path) -> Path:
     path.write_bytes(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -125,6 +154,7 @@ class PKI:
         self.rogue_ca = Authority.make("nobody trusts this CA")
         self.ca_file = root / "trusted.pem"
         self.ca_file.write_bytes(self.ca.cert.public_bytes(serialization.Encoding.PEM))
+        self.ca_key = _write_key(self.ca.key, root / "ca.key")
         keys = {
             "rsa": (rsa.generate_private_key(65537, 2048), "RSA-PSS"),
             "rsa4096": (rsa.generate_private_key(65537, 4096), "RSA-PSS"),
@@ -136,6 +166,10 @@ class PKI:
         for i, (name, (key, key_type)) in enumerate(keys.items()):
             cert = self.ca.issue(key.public_key(), f"signer {name}")
             self._add(name, key, cert, key_type, der=i % 2 == 1)  # half of them stored as DER
+        for i, curve in enumerate(BINARY_CURVES):  # openssl-made, issued by the same CA
+            key_path = openssl_key(curve, root / f"{curve}.key")
+            cert = openssl_issue(key_path, f"signer {curve}", self.ca_file, self.ca_key, root / f"{curve}.pem")
+            self._add_file(curve, key_path, cert, f"ECC_{curve.upper()}", der=i % 2 == 1)
         rsa_key = keys["rsa"][0]
         self._add("expired", rsa_key, self.ca.issue(rsa_key.public_key(), "expired signer",
                   not_before=NOW - 60 * DAY, not_after=NOW - DAY), "RSA-PSS")
@@ -144,23 +178,22 @@ class PKI:
         self._add("untrusted", rsa_key, self.rogue_ca.issue(rsa_key.public_key(), "rogue signer"), "RSA-PSS")
 
     def _add(self, name, key, cert, key_type, der=False) -> Signer:
+        return self._add_file(name, _write_key(key, self.root / f"{name}.key"), cert, key_type, der)
+
+    def _add_file(self, name, key_path, cert, key_type, der=False) -> Signer:
         cert_id = str(uuid.uuid4())
         store_certificate(cert, self.cert_dir, cert_id, der=der)
-        signer = Signer(name, _write_key(key, self.root / f"{name}.key"), cert, cert_id, key_type)
+        signer = Signer(name, key_path, cert, cert_id, key_type)
         self.signers[name] = signer
         return signer
 
-    def sect_signer(self, curve: str = "sect571k1") -> Signer:
-        """A binary-curve key and a self-signed certificate, made with openssl (cryptography cannot)."""
-        key_path, cert_path = self.root / f"{curve}.key", self.root / f"{curve}.pem"
-        subprocess.run(["openssl", "ecparam", "-name", curve, "-genkey", "-noout", "-out", str(key_path)],
-                       check=True, capture_output=True)
-        subprocess.run(["openssl", "req", "-new", "-x509", "-key", str(key_path), "-out", str(cert_path),
-                        "-days", "30", "-subj", f"/CN=signer {curve}"], check=True, capture_output=True)
+    def self_signed(self, name: str, curve: str) -> Signer:
+        """A binary-curve key and a self-signed certificate (`openssl req -new -x509`), not in self.signers."""
+        key_path = openssl_key(curve, self.root / f"{name}.key")
+        cert = openssl_self_signed(key_path, f"signer {name}", self.root / f"{name}.pem")
         cert_id = str(uuid.uuid4())
-        self.cert_dir.mkdir(parents=True, exist_ok=True)
-        (self.cert_dir / f"{cert_id}.pem").write_bytes(cert_path.read_bytes())
-        return Signer(curve, key_path, None, cert_id, f"ECC_{curve.upper()}")
+        store_certificate(cert, self.cert_dir, cert_id)
+        return Signer(name, key_path, cert, cert_id, f"ECC_{curve.upper()}")
 
     def config_text(self, *, trust: bool = True, extra: str = "") -> str:
         lines = ["[signing]", f'certificate_dir = "{self.cert_dir}"']

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import random
 import uuid
 
@@ -66,8 +67,10 @@ def _verified(lib, name, signer):
 
 def test_signed_uploads_verify_however_the_properties_arrive(signed_library, pki, tmp_path):
     lib = signed_library
-    # setfattr on the incoming file, then cp: openssl signatures of every key type
-    cases = [("rsa", "SHA-256"), ("rsa4096", "SHA-512"), ("dsa", "SHA-224"), ("p384", "SHA-384"), ("p521", "SHA-512")]
+    # setfattr on the incoming file, then cp: openssl signatures of every key type (the binary curves'
+    # keys and certificates made with openssl, verified through it)
+    cases = [("rsa", "SHA-256"), ("rsa4096", "SHA-512"), ("dsa", "SHA-224"), ("p384", "SHA-384"), ("p521", "SHA-512"),
+             ("sect571k1", "SHA-256"), ("sect409k1", "SHA-384"), ("sect571r1", "SHA-512"), ("sect409r1", "SHA-224")]
     for i, (signer, method) in enumerate(cases):
         source = _source(tmp_path, f"{signer}.raw", i)
         _declare_then_copy(lib, source, f"{signer}.raw", pki.signers[signer].properties(source, method))
@@ -136,6 +139,10 @@ def test_every_failure_is_killed_with_its_reason(signed_library, pki, tmp_path):
         "unknown-cert": (source, {**good, "img_signature_certificate_uuid": str(uuid.uuid4())}, "not found in"),
         "key-type-mismatch": (source, {**good, "img_signature_key_type": "ECC_SECP384R1"},
                               "verify_signature: key type mismatch: img_signature_key_type is ECC_SECP384R1"),
+        "sect-tampered": (tampered, pki.signers["sect571k1"].properties(source, "SHA-256"),
+                          "verify_signature: bad signature"),
+        "sect-mismatch": (source, pki.signers["sect571k1"].properties(source, "SHA-256") | {
+            "img_signature_key_type": "ECC_SECT409K1"}, "but certificate"),
         "expired": (source, pki.signers["expired"].properties(source, "SHA-256"), "expired at"),
         "untrusted": (source, pki.signers["untrusted"].properties(source, "SHA-256"), "not issued by a trusted CA"),
         "no-digital-signature": (source, pki.signers["no_signing"].properties(source, "SHA-256"),
@@ -162,19 +169,26 @@ def test_every_failure_is_killed_with_its_reason(signed_library, pki, tmp_path):
     assert staged_files(lib) == []
 
 
-def test_binary_curve_signature_on_the_mount(tmp_path, pki):
-    signer = pki.sect_signer("sect409k1")
-    with mounted(Library(tmp_path / "lib", pki.config_text(trust=False))) as lib:
+class _LibraryWithoutOpenssl(Library):
+    def __init__(self, root, config_text, *, path):
+        super().__init__(root, config_text)
+        self.env = {**os.environ, "PATH": str(path)}
+
+    def mount(self) -> None:
+        imagefs("mount", self.mnt, "--data-dir", self.data, "--config", self.config_path, env=self.env)
+        self.mounted = True
+
+
+def test_binary_curve_signatures_without_openssl_are_killed_with_a_reason(tmp_path, pki):
+    """The daemon finds no openssl on its PATH: a binary-curve signature cannot be checked, so it is refused."""
+    signer = pki.signers["sect409k1"]
+    empty = tmp_path / "no-openssl"
+    empty.mkdir()
+    with mounted(_LibraryWithoutOpenssl(tmp_path / "lib", pki.config_text(), path=empty)) as lib:
         source = _source(tmp_path, "sect.raw", 40)
         _declare_then_copy(lib, source, "sect.raw", signer.properties(source, "SHA-256"))
-        from imagefs.signing import KEY_TYPES
-
-        if KEY_TYPES["ECC_SECT409K1"].supported:
-            assert getfattr_dump(lib.path("active", "sect.raw"))["user.imagefs.signature_verified"].startswith(
-                signer.uuid)
-        else:
-            reason = getfattr_dump(lib.path("killed", "sect.raw"))["user.imagefs.reason"]
-            assert "ECC_SECT409K1 is not supported by this host's cryptography library" in reason
+        reason = getfattr_dump(lib.path("killed", "sect.raw"))["user.imagefs.reason"]
+        assert "ECC_SECT409K1 cannot be verified: the openssl command is not installed" in reason
 
 
 def test_verify_catches_a_blob_corrupted_after_activation(signed_library, pki, tmp_path):

@@ -15,7 +15,7 @@ import trio
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
-from helpers_signing import NOW, PKI
+from helpers_signing import BINARY_CURVES, NOW, PKI, openssl, openssl_issue, openssl_key, openssl_self_signed
 from imagefs import metadata, signing
 from imagefs.catalog import Image
 from imagefs.cli import main
@@ -50,6 +50,8 @@ def _verify(pki, props: dict, data: bytes, *, trust=True, check=True, now=None):
 CASES = [
     ("rsa", "SHA-224"), ("rsa", "SHA-256"), ("rsa", "SHA-384"), ("rsa", "SHA-512"), ("rsa4096", "SHA-256"),
     ("dsa", "SHA-224"), ("dsa", "SHA-256"), ("p384", "SHA-384"), ("p384", "SHA-256"), ("p521", "SHA-512"),
+    # binary curves: openssl-made keys and certificates (issued by the same CA), verified through openssl
+    ("sect571k1", "SHA-256"), ("sect409k1", "SHA-224"), ("sect571r1", "SHA-512"), ("sect409r1", "SHA-384"),
 ]
 
 
@@ -161,18 +163,191 @@ def test_directory_store_reads_pem_and_der_by_id(pki, tmp_path):
             store.get(bad)
 
 
-def test_binary_curves_verify_where_supported_and_are_refused_with_a_reason_elsewhere(pki, image):
-    s = pki.sect_signer("sect571k1")
-    props = s.properties(image, "SHA-512")
-    if signing.KEY_TYPES["ECC_SECT571K1"].supported:
-        assert _verify(pki, props, image.read_bytes(), trust=False).certificate_uuid == s.uuid
-    else:
-        with pytest.raises(signing.SignatureError, match="ECC_SECT571K1 is not supported by this host"):
-            _verify(pki, props, image.read_bytes(), trust=False)
+def test_every_glance_key_type_is_known():
     assert set(signing.KEY_TYPES) == {
         "RSA-PSS", "DSA", "ECC_SECT571K1", "ECC_SECT409K1", "ECC_SECT571R1", "ECC_SECT409R1", "ECC_SECP521R1",
         "ECC_SECP384R1",
     }
+    assert {name for name, kt in signing.KEY_TYPES.items() if kt.binary_curve} == {
+        f"ECC_{c.upper()}" for c in BINARY_CURVES}
+
+
+# --- binary curves (cryptography 50 has none: the openssl command line verifies and signs) ---------
+@pytest.fixture(scope="module")
+def sect_ca(pki, tmp_path_factory):
+    """A CA whose own key is on a binary curve, a signer it issued, and a forger with the same CA name."""
+    root = tmp_path_factory.mktemp("sect-ca")
+    ca_key = openssl_key("sect571r1", root / "ca.key")
+    ca_cert = openssl_self_signed(ca_key, "binary-curve CA", root / "ca.pem", ca=True)
+    forger_key = openssl_key("sect571r1", root / "forger.key")
+    openssl_self_signed(forger_key, "binary-curve CA", root / "forger.pem", ca=True)  # same subject, other key
+    key = openssl_key("sect409r1", root / "leaf.key")
+    leaf = openssl_issue(key, "signer under a sect CA", root / "ca.pem", ca_key, root / "leaf.pem")
+    forged = openssl_issue(key, "forged signer", root / "forger.pem", forger_key, root / "forged.pem")
+    p384_leaf = openssl_issue(pki.signers["p384"].key_path, "p384 under a sect CA", root / "ca.pem", ca_key,
+                              root / "p384.pem")
+    certs = {}
+    for name, cert in (("leaf", leaf), ("forged", forged), ("p384", p384_leaf)):
+        certs[name] = f"sect-ca-{name}"
+        (pki.cert_dir / f"{certs[name]}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return {"trusted": [ca_cert], "key": key, "certs": certs}
+
+
+def _openssl_props(image, key_path, key_type, cert_uuid, method="SHA-256"):
+    """openssl dgst -sign, then base64, as OpenStack's docs show."""
+    sig = image.with_name(f"{image.name}.{cert_uuid}.signature")
+    openssl("dgst", "-" + HASHLIB[method], "-sign", key_path, "-out", sig, image)
+    return {"img_signature": base64.b64encode(sig.read_bytes()).decode(), "img_signature_hash_method": method,
+            "img_signature_key_type": key_type, "img_signature_certificate_uuid": cert_uuid}
+
+
+@pytest.mark.parametrize("curve", BINARY_CURVES)
+def test_binary_curve_self_signed_openssl_certificates(pki, image, curve):
+    """The recipe end to end: openssl ecparam -genkey, openssl req -new -x509, openssl dgst -sign, base64."""
+    s = pki.self_signed(f"self-{curve}", curve)
+    props = s.properties(image, "SHA-256")
+    assert _verify(pki, props, image.read_bytes(), trust=False).certificate_uuid == s.uuid
+    # a self-signed certificate in the trust store is trusted itself (and its KeyUsage allows signing)
+    digest = hashlib.sha256(image.read_bytes()).digest()
+    store = signing.DirectoryCertificateStore(pki.cert_dir)
+    assert signing.verify_digest(signing.parse_properties(props), digest, store, trusted=[s.cert]).subject == (
+        f"CN=signer self-{curve},O=imagefs tests")
+    with pytest.raises(signing.SignatureError, match="^bad signature"):
+        _verify(pki, props, image.read_bytes()[:-1], trust=False)
+
+
+@pytest.mark.parametrize("curve", BINARY_CURVES)
+def test_imagefs_sign_with_a_binary_curve_key(pki, image, curve, tmp_path):
+    """imagefs sign hands binary-curve keys to openssl; the result verifies here and with openssl dgst."""
+    s = pki.signers[curve]
+    result = CliRunner().invoke(main, ["sign", "--key", str(s.key_path), "--cert-uuid", s.uuid, "--hash-method",
+                                       "SHA-384", str(image)])
+    assert result.exit_code == 0, result.output
+    printed = dict(line.split("=", 1) for line in result.output.splitlines())
+    assert printed["img_signature_key_type"] == f"ECC_{curve.upper()}"
+    assert _verify(pki, printed, image.read_bytes()).certificate_uuid == s.uuid
+    with pytest.raises(signing.SignatureError, match="^bad signature"):
+        _verify(pki, printed, image.read_bytes() + b"\0")
+    (tmp_path / "sig").write_bytes(base64.b64decode(printed["img_signature"]))
+    openssl("pkey", "-in", s.key_path, "-pubout", "-out", tmp_path / "pub.pem")
+    openssl("dgst", "-sha384", "-verify", tmp_path / "pub.pem", "-signature", tmp_path / "sig", image)
+
+
+def test_imagefs_sign_with_an_encrypted_binary_curve_key(pki, image, tmp_path):
+    s = pki.signers["sect409k1"]
+    encrypted, password = tmp_path / "enc.pem", tmp_path / "password"
+    password.write_text("s3cret\n")
+    openssl("pkey", "-in", s.key_path, "-aes256", "-passout", "pass:s3cret", "-out", encrypted)
+    runner = CliRunner()
+    args = ["sign", "--key", str(encrypted), "--cert-uuid", s.uuid, str(image)]
+    result = runner.invoke(main, [*args, "--password-file", str(password)])
+    assert result.exit_code == 0, result.output
+    printed = dict(line.split("=", 1) for line in result.output.splitlines())
+    assert _verify(pki, printed, image.read_bytes()).certificate_uuid == s.uuid
+    password.write_text("wrong\n")
+    result = runner.invoke(main, [*args, "--password-file", str(password)])
+    assert result.exit_code != 0 and "Incorrect password" in result.output
+    result = runner.invoke(main, args)
+    assert result.exit_code != 0 and "see --password-file" in result.output
+
+
+def test_binary_curve_key_type_mismatches_are_refused(pki, image):
+    data = image.read_bytes()
+    sect571k1 = pki.signers["sect571k1"].properties(image, "SHA-256")
+    cases = {
+        "ECC_SECT409K1": (sect571k1, "certificate .* has an EC key on sect571k1"),
+        "ECC_SECT571R1": (sect571k1, "certificate .* has an EC key on sect571k1"),
+        "ECC_SECP384R1": (sect571k1, "certificate .* has an EC key on sect571k1"),
+        "RSA-PSS": (sect571k1, "certificate .* has an EC key on sect571k1"),
+    }
+    for declared, (props, reason) in cases.items():
+        with pytest.raises(signing.SignatureError, match=f"key type mismatch: img_signature_key_type is {declared} "
+                                                         f"but {reason}"):
+            _verify(pki, {**props, "img_signature_key_type": declared}, data)
+    # an RSA, and a P-384, certificate declared as a binary curve
+    rsa = pki.signers["rsa"].properties(image, "SHA-256") | {"img_signature_key_type": "ECC_SECT571K1"}
+    with pytest.raises(signing.SignatureError, match="is ECC_SECT571K1 but certificate .* has an RSA 2048-bit key"):
+        _verify(pki, rsa, data)
+    p384 = pki.signers["p384"].properties(image, "SHA-256") | {"img_signature_key_type": "ECC_SECT409R1"}
+    with pytest.raises(signing.SignatureError, match="is ECC_SECT409R1 but certificate .* has an EC key on secp384r1"):
+        _verify(pki, p384, data)
+    # another binary-curve certificate: the right key type, the wrong key
+    other = {**sect571k1, "img_signature_key_type": "ECC_SECT409K1",
+             "img_signature_certificate_uuid": pki.signers["sect409k1"].uuid}
+    with pytest.raises(signing.SignatureError, match="^bad signature"):
+        _verify(pki, other, data)
+    # a signature that is not even DER
+    garbled = {**sect571k1, "img_signature": base64.b64encode(b"garbage").decode()}
+    with pytest.raises(signing.SignatureError, match="^bad signature"):
+        _verify(pki, garbled, data)
+
+
+def test_trust_checks_hold_for_binary_curve_certificates_and_cas(pki, image, sect_ca):
+    data = image.read_bytes()
+    certs, trusted = sect_ca["certs"], sect_ca["trusted"]
+    store = signing.DirectoryCertificateStore(pki.cert_dir)
+
+    def verify(props, trusted, now=None):
+        parsed = signing.parse_properties(props)
+        digest = hashlib.new(HASHLIB[parsed.hash_method], data).digest()
+        return signing.verify_digest(parsed, digest, store, trusted=trusted, now=now)
+
+    # a binary-curve signer issued by a binary-curve CA: the CA's signature is checked by openssl
+    leaf = _openssl_props(image, sect_ca["key"], "ECC_SECT409R1", certs["leaf"])
+    assert verify(leaf, trusted).certificate_uuid == certs["leaf"]
+    # a P-384 signer under that CA too
+    p384 = _openssl_props(image, pki.signers["p384"].key_path, "ECC_SECP384R1", certs["p384"])
+    assert verify(p384, trusted).certificate_uuid == certs["p384"]
+    # the same CA name, another key: not issued by the trusted CA
+    forged = _openssl_props(image, sect_ca["key"], "ECC_SECT409R1", certs["forged"])
+    with pytest.raises(signing.SignatureError, match="not issued by a trusted CA"):
+        verify(forged, trusted)
+    assert verify(forged, None).certificate_uuid == certs["forged"]  # Glance's checks only
+    # the test CA (P-384) did not issue these; nor did the binary-curve CA issue the test CA's signers
+    with pytest.raises(signing.SignatureError, match="not issued by a trusted CA"):
+        verify(leaf, signing.load_trust_store(pki.ca_file))
+    sect571k1 = pki.signers["sect571k1"].properties(image, "SHA-256")
+    with pytest.raises(signing.SignatureError, match="not issued by a trusted CA"):
+        verify(sect571k1, trusted)
+    # validity still applies to binary-curve certificates (issued for 2 days)
+    with pytest.raises(signing.SignatureError, match="expired at"):
+        verify(leaf, trusted, now=NOW + datetime.timedelta(days=5))
+    with pytest.raises(signing.SignatureError, match="not valid before"):
+        verify(sect571k1, signing.load_trust_store(pki.ca_file), now=NOW - datetime.timedelta(days=3))
+
+
+def test_binary_curve_without_a_digital_signature_key_usage_is_refused(pki, image, tmp_path):
+    key = openssl_key("sect571k1", tmp_path / "k.pem")
+    openssl("req", "-new", "-x509", "-key", key, "-subj", "/CN=encipher only", "-days", "2",
+            "-addext", "keyUsage=critical,keyAgreement", "-out", pki.cert_dir / "sect-no-signing.pem")
+    props = _openssl_props(image, key, "ECC_SECT571K1", "sect-no-signing")
+    parsed = signing.parse_properties(props)
+    digest = hashlib.sha256(image.read_bytes()).digest()
+    store = signing.DirectoryCertificateStore(pki.cert_dir)
+    cert = store.get("sect-no-signing")
+    with pytest.raises(signing.SignatureError, match="does not allow digital signatures"):
+        signing.verify_digest(parsed, digest, store, trusted=[cert])
+    assert signing.verify_digest(parsed, digest, store, trusted=None).certificate_uuid == "sect-no-signing"
+
+
+def test_binary_curves_without_openssl_are_refused_with_a_reason(pki, image, sect_ca, tmp_path, monkeypatch):
+    data = image.read_bytes()
+    props = pki.signers["sect571k1"].properties(image, "SHA-256")
+    leaf = _openssl_props(image, sect_ca["key"], "ECC_SECT409R1", sect_ca["certs"]["leaf"])
+    p384 = pki.signers["p384"].properties(image, "SHA-256")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no openssl on it
+    with pytest.raises(signing.SignatureError, match="ECC_SECT571K1 cannot be verified: the openssl command is not "
+                                                     "installed"):
+        _verify(pki, props, data)
+    with pytest.raises(signing.SignatureError, match="cannot be checked against the trust store: the openssl command"):
+        parsed = signing.parse_properties(leaf)
+        signing.verify_digest(parsed, hashlib.sha256(data).digest(), signing.DirectoryCertificateStore(pki.cert_dir),
+                              trusted=sect_ca["trusted"])
+    # everything else is cryptography's: unaffected
+    assert _verify(pki, p384, data).certificate_uuid == pki.signers["p384"].uuid
+    result = CliRunner().invoke(main, ["sign", "--key", str(pki.signers["sect571k1"].key_path), "--cert-uuid", "x",
+                                       str(image)])
+    assert result.exit_code != 0 and "the openssl command is not installed" in result.output
 
 
 # --- streaming digests --------------------------------------------------------------------

@@ -38,24 +38,27 @@ def _hash_file(path: Path, algorithms) -> dict[str, bytes]:
     return {name: hasher.digest() for name, hasher in hashers.items()}
 
 
-def _load_private_key(path: Path, password_file: Path | None):
+def _load_private_key(path: Path, password: bytes | None):
+    """The key, or None when cryptography cannot load its algorithm (a binary-curve EC key: openssl signs)."""
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
     data = path.read_bytes()
-    password = password_file.read_bytes().rstrip(b"\r\n") if password_file else None
     loader = serialization.load_pem_private_key if b"-----BEGIN" in data else serialization.load_der_private_key
     try:
         return loader(data, password=password)
     except TypeError as e:  # encrypted without a password, or a password for a plain key
         raise click.ClickException(f"{path}: {e} (see --password-file)") from None
-    except (ValueError, UnsupportedAlgorithm) as e:
+    except UnsupportedAlgorithm:
+        return None
+    except ValueError as e:
         raise click.ClickException(f"{path}: not a usable private key: {e}") from None
 
 
 @main.command()
 @click.option("--key", "key_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Private key (PEM or DER): RSA, DSA or EC on one of Glance's curves.")
+              help="Private key (PEM or DER): RSA, DSA or EC on one of Glance's curves (the binary sect curves"
+                   " are signed with the openssl command).")
 @click.option("--cert-uuid", required=True, help="The signing certificate's id in the certificate store.")
 @click.option("--hash-method", type=click.Choice(list(signing.HASH_METHODS)), default="SHA-256", show_default=True)
 @click.option("--password-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -65,14 +68,22 @@ def _load_private_key(path: Path, password_file: Path | None):
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def sign(key_path, cert_uuid, hash_method, password_file, write_xattrs, file) -> None:
     """Sign FILE as Glance expects: print its four img_signature* properties (name=value lines)."""
-    private_key = _load_private_key(key_path, password_file)
-    try:
-        key_type = signing.key_type_of(private_key)
-    except signing.SignatureError as e:
-        raise click.ClickException(str(e)) from None
+    password = password_file.read_bytes().rstrip(b"\r\n") if password_file else None
+    private_key = _load_private_key(key_path, password)
+    if private_key is not None:
+        try:
+            signing.key_type_of(private_key)  # refuse an unusable key before reading the image
+        except signing.SignatureError as e:
+            raise click.ClickException(str(e)) from None
     hash_name = signing.HASH_METHODS[hash_method][0]
     digest = _hash_file(file, [hash_name])[hash_name]
-    _, signature = signing.sign_digest(private_key, digest, hash_method)
+    try:
+        if private_key is None:
+            key_type, signature = signing.sign_digest_with_openssl(key_path, digest, hash_method, password)
+        else:
+            key_type, signature = signing.sign_digest(private_key, digest, hash_method)
+    except signing.SignatureError as e:
+        raise click.ClickException(f"{key_path}: {e}") from None
     properties = {
         signing.SIGNATURE: base64.b64encode(signature).decode(),
         signing.HASH_METHOD: hash_method,

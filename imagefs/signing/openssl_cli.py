@@ -27,7 +27,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-__all__ = ["CURVES", "TIMEOUT", "OpenSSLError", "find_openssl", "key_curve", "sign_digest", "spki_curve", "verify_digest"]
+__all__ = [
+    "CURVES", "TIMEOUT", "OpenSSLError", "find_openssl", "key_curve", "sign_digest", "spki_curve", "verify_digest",
+]
 
 # The binary curves Glance's key types name, by their OIDs (SEC 2 / RFC 5480).
 CURVES = {
