@@ -61,6 +61,27 @@ def bind_mounted(backing: Path, target: Path):
             subprocess.run(["umount", "-l", str(target)], capture_output=True)
 
 
+@contextmanager
+def bindfs_mounted(backing: Path, target: Path):
+    """`target` served by a bindfs process of backing/ (yielded, to be SIGSTOPped: a hung store)."""
+    backing.mkdir(parents=True, exist_ok=True)
+    target.mkdir(parents=True, exist_ok=True)
+    bindfs = subprocess.Popen(["bindfs", "-f", "--no-allow-other", str(backing), str(target)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: os.path.ismount(target), timeout=10)
+        yield bindfs
+    finally:
+        os.kill(bindfs.pid, signal.SIGCONT)
+        subprocess.run(["fusermount", "-u", str(target)], capture_output=True)
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+        bindfs.terminate()
+        bindfs.wait(timeout=10)
+
+
+needs_bindfs = pytest.mark.skipif(shutil.which("bindfs") is None, reason="bindfs is not installed (tools/install.sh)")
+
+
 def store_config(store: Path, **extra) -> str:
     lines = ["[stores.local]", f'path = "{store}"', "require_mount = true", "probe_interval = 0.2"]
     lines += [f"{key} = {value}" for key, value in extra.items()]
@@ -212,16 +233,11 @@ def test_mount_with_the_share_missing_starts_read_only_and_never_touches_the_bar
         lib.force_unmount()
 
 
-@pytest.mark.skipif(shutil.which("bindfs") is None, reason="bindfs is not installed (tools/install.sh --dev)")
+@needs_bindfs
 def test_a_hung_store_does_not_freeze_the_mount(tmp_path):
     """The store behind a FUSE server that stops answering (bindfs, SIGSTOPped)."""
-    backing, store = tmp_path / "backing", tmp_path / "share"
-    backing.mkdir()
-    store.mkdir()
-    bindfs = subprocess.Popen(["bindfs", "-f", "--no-allow-other", str(backing), str(store)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        assert wait_for(lambda: os.path.ismount(store), timeout=10)
+    store = tmp_path / "share"
+    with bindfs_mounted(tmp_path / "backing", store) as bindfs:
         with mounted(Library(tmp_path / "lib", store_config(store, timeout=1.0))) as lib:
             assert mode(lib) == "read-write"
             source = random_file(tmp_path / "img.raw", 2 * MiB, 3)
@@ -246,12 +262,6 @@ def test_a_hung_store_does_not_freeze_the_mount(tmp_path):
             assert wait_for(lambda: mode(lib) == "read-write", timeout=15), mode(lib)
             assert run("sha512sum", active).stdout.split()[0] == digest
             lib.upload(random_file(tmp_path / "after.raw", MiB, 4))
-    finally:
-        os.kill(bindfs.pid, signal.SIGCONT)
-        subprocess.run(["fusermount", "-u", str(store)], capture_output=True)
-        subprocess.run(["umount", "-l", str(store)], capture_output=True)
-        bindfs.terminate()
-        bindfs.wait(timeout=10)
 
 
 @contextmanager
@@ -305,19 +315,14 @@ def test_staging_quota(tmp_path):
         assert sorted(os.listdir(lib.mnt / "active")) == ["a.raw", "b.raw"]
 
 
-@pytest.mark.skipif(shutil.which("bindfs") is None, reason="bindfs is not installed (tools/install.sh --dev)")
+@needs_bindfs
 def test_another_store_hanging_leaves_the_default_stores_data_and_uploads_alone(tmp_path):
     """Images stay in the store their data went to; [stores] default only says where new data goes.
     Store `old` (behind bindfs) hangs: its images give EIO, everything else carries on read-write."""
-    backing, share = tmp_path / "backing", tmp_path / "share"
-    backing.mkdir()
-    share.mkdir()
-    bindfs = subprocess.Popen(["bindfs", "-f", "--no-allow-other", str(backing), str(share)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    share = tmp_path / "share"
     stores = (f'[stores.old]\npath = "{share}"\nrequire_mount = true\ntimeout = 1.0\n'
               f'[stores.new]\npath = "{tmp_path / "new"}"\n')
-    try:
-        assert wait_for(lambda: os.path.ismount(share), timeout=10)
+    with bindfs_mounted(tmp_path / "backing", share) as bindfs:
         lib = Library(tmp_path / "lib", '[stores]\ndefault = "old"\n' + stores)
         with mounted(lib):
             first = random_file(tmp_path / "first.raw", MiB, 1)
@@ -348,9 +353,3 @@ def test_another_store_hanging_leaves_the_default_stores_data_and_uploads_alone(
             digest = hashlib.sha512(first.read_bytes()).hexdigest()
             assert wait_for(lambda: run("sha512sum", lib.path("active", "first.raw"), check=False).stdout[:128]
                             == digest, timeout=15)
-    finally:
-        os.kill(bindfs.pid, signal.SIGCONT)
-        subprocess.run(["fusermount", "-u", str(share)], capture_output=True)
-        subprocess.run(["umount", "-l", str(share)], capture_output=True)
-        bindfs.terminate()
-        bindfs.wait(timeout=10)
