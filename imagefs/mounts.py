@@ -6,14 +6,21 @@ import os
 from pathlib import Path
 
 
-def mounted_fstype(path: Path) -> str | None:
-    """The filesystem type mounted exactly at `path`, from /proc/self/mountinfo."""
-    target = os.path.realpath(path)
-    found = None
+def mount_table() -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of every mount, in mount order."""
+    table = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
-            mount_point = fields[4].encode().decode("unicode_escape")
-            if mount_point == target:
-                found = fields[fields.index("-") + 1]  # the last mount there wins
+            table.append((fields[4].encode().decode("unicode_escape"), fields[fields.index("-") + 1]))
+    return table
+
+
+def mounted_fstype(path: Path) -> str | None:
+    """The filesystem type mounted exactly at `path` (the last mount there wins)."""
+    target = os.path.realpath(path)
+    found = None
+    for mount_point, fstype in mount_table():
+        if mount_point == target:
+            found = fstype
     return found

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Library, assert_refused, getfattr_value, mounted, run, wait_for
+from conftest import Library, assert_refused, getfattr_value, imagefs, mounted, run, wait_for
 
 from imagefs.catalog import Catalog
 from imagefs.mounts import mounted_fstype
@@ -257,6 +257,8 @@ def test_a_hung_store_does_not_freeze_the_mount(tmp_path):
                 assert lib.attr(active, "os_hash_value") == digest
                 assert_refused(run("cat", active, check=False, timeout=30), errno.EIO)  # fails fast
                 assert cat.wait(timeout=30) != 0  # the read that was waiting gave up with EIO
+                status = imagefs("status", "--data-dir", lib.data, "--config", lib.config_path, timeout=30).stdout
+                assert "read-only: store local did not answer" in status and "free space unknown" in status
             finally:
                 os.kill(bindfs.pid, signal.SIGCONT)
             assert wait_for(lambda: mode(lib) == "read-write", timeout=15), mode(lib)

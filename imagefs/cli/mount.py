@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import click
 from .. import daemon
 from ..catalog import Catalog
 from ..errors import ImageFSError, MountError
-from ..store import open_store
+from ..mounts import mount_table
 from . import main
 from .options import library_options, read_config
 
@@ -133,13 +134,18 @@ def _running(pid: int) -> bool:
 
 
 def _mounts() -> list[Path]:
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[fields.index("-") + 1] == daemon.FSTYPE:
-                found.append(Path(fields[4].encode().decode("unicode_escape")))
-    return found
+    return [Path(mount_point) for mount_point, fstype in mount_table() if fstype == daemon.FSTYPE]
+
+
+def _free_bytes(path: Path, timeout: float = 2.0) -> str:
+    """Free space of the store's filesystem, without hanging on a share that does not answer."""
+    answer: list = []
+    thread = threading.Thread(target=lambda: answer.append(os.statvfs(path)), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not answer:
+        return f"free space unknown ({path} did not answer within {timeout:g} s, or is missing)"
+    return f"{answer[0].f_bavail * answer[0].f_frsize} bytes free"
 
 
 @main.command()
@@ -170,9 +176,7 @@ def status(config_path, data_dir) -> None:
     summary = ", ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "none"
     click.echo(f"catalog: {config.catalog_path}")
     click.echo(f"images:  {summary}")
-    store = open_store(config.store)
-    st = os.statvfs(config.store.path)
     click.echo(
-        f"store:   {store.name} ({config.store.type} {config.store.path}): {len(blobs)} blobs, "
-        f"{sum(b.size for b in blobs)} bytes; {st.f_bavail * st.f_frsize} bytes free"
+        f"store:   {config.store.name} ({config.store.type} {config.store.path}): {len(blobs)} blobs, "
+        f"{sum(b.size for b in blobs)} bytes; {_free_bytes(config.store.path)}"
     )
