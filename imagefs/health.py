@@ -47,10 +47,6 @@ class StoreHealth:
         self._probe_limiter = trio.CapacityLimiter(1)  # a hung probe holds it; no second one piles up
         self._new_marker = str(uuid.uuid4())
 
-    @property
-    def available(self) -> bool:
-        return self.failure is None
-
     # --- probing -----------------------------------------------------------
     async def check(self) -> None:
         """One probe (first giving the store this library's marker); updates the state."""
