@@ -212,9 +212,6 @@ class ImageTree:
                 return name
         raise NotFound(image.id)
 
-    def path_of(self, image: Image) -> str:
-        return f"{image.status}/{self.display_name(image)}"
-
     def _dir_attr(self, ino: int) -> Attr:
         mode = 0o755 if ino in (ROOT_INO, INCOMING_INO) else 0o555
         return Attr(ino, stat.S_IFDIR | mode, 0, 2, self.started_ns, self.started_ns, 0, self.config.attr_timeout)
@@ -253,15 +250,15 @@ class ImageTree:
         except (ImageFSError, OSError):
             pass
 
-    def _link_attr(self, image: Image) -> Attr:
-        target = self._link_target(image)
+    def _link_attr(self, image: Image, display_name: str | None = None) -> Attr:
+        target = self._link_target(image, display_name)
         return Attr(
             link_ino(image.seq), stat.S_IFLNK | 0o777, len(target), 1, image.updated_ns, image.created_ns, 0,
             LINK_TIMEOUT,
         )
 
-    def _link_target(self, image: Image) -> str:
-        return f"../{self.path_of(image)}"
+    def _link_target(self, image: Image, display_name: str | None = None) -> str:
+        return f"../{image.status}/{display_name or self.display_name(image)}"
 
     def _resolve(self, ino: int) -> tuple[Image, bool]:
         """Image inode -> (image, is_link)."""
@@ -306,7 +303,12 @@ class ImageTree:
             return [(name, self._dir_attr(d)) for name, d in DIRS.items()]
         await self.uploads.settle()
         if ino == BY_ID_INO:
-            return [(image.id, self._link_attr(image)) for image in self.catalog.images()]
+            # Display names of killed/pending_delete images come from their directory's listing:
+            # one listing per such directory, not one per image.
+            images = self.catalog.images()
+            shown = {other.seq: name for status in {i.status for i in images} - LIVE
+                     for name, other in self._listing(STATUS_INO[status]).items()}
+            return [(image.id, self._link_attr(image, shown.get(image.seq))) for image in images]
         if ino == INCOMING_INO or ino in DIR_STATUS:
             return [(name, self._image_attr(image)) for name, image in self._listing(ino).items()]
         raise ImageFSError("not a directory", err=20)  # ENOTDIR

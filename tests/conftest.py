@@ -88,7 +88,7 @@ class Library:
         self.mount()
 
     def force_unmount(self) -> None:
-        if self.mounted:
+        if self.mounted or os.path.ismount(self.mnt):  # also a mount whose `imagefs mount` failed late
             result = imagefs("umount", self.mnt, check=False)
             if result.returncode != 0:
                 subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], capture_output=True)
@@ -111,7 +111,7 @@ class Library:
         name = name or source.name
         run("cp", source, self.mnt / "incoming" / name)
         active = self.path("active", name)
-        os.path.exists(active)
+        assert active.exists(), f"{name} is not active: {os.listdir(self.mnt / 'killed')}"
         return active
 
     def check(self) -> None:
@@ -123,8 +123,8 @@ class Library:
 @contextmanager
 def mounted(lib: Library):
     """Mount, always unmount, then check the library's invariants."""
-    lib.mount()
     try:
+        lib.mount()
         yield lib
     finally:
         lib.force_unmount()

@@ -72,7 +72,8 @@ def bindfs_mounted(backing: Path, target: Path):
         assert wait_for(lambda: os.path.ismount(target), timeout=10)
         yield bindfs
     finally:
-        os.kill(bindfs.pid, signal.SIGCONT)
+        if bindfs.poll() is None:
+            os.kill(bindfs.pid, signal.SIGCONT)
         subprocess.run(["fusermount", "-u", str(target)], capture_output=True)
         subprocess.run(["umount", "-l", str(target)], capture_output=True)
         bindfs.terminate()
@@ -116,6 +117,20 @@ class SlowWriter(threading.Thread):
             self.error = e.errno
 
 
+@contextmanager
+def running(threads):
+    """Start the threads; stop and join them however the block ends (nothing keeps the mount busy)."""
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        for thread in threads:
+            thread.stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
 class Reader(threading.Thread):
     """Reads one open image over and over; every pass must give the expected sha512."""
 
@@ -157,41 +172,8 @@ def test_store_unmounted_under_uploads_and_readers_then_back(tmp_path):
             run("sh", "-c", "echo 1 > /proc/sys/vm/drop_caches")
             readers = [Reader(lib.path("active", s.name), expected[s.name]) for s in sources for _ in range(4)]
             writers = [SlowWriter(lib.mnt / "incoming" / f"inflight{i}.raw") for i in range(4)]
-            for thread in readers + writers:
-                thread.start()
-            for reader in readers:
-                reader.opened.wait(10)
-            assert wait_for(lambda: all(w.written > MiB for w in writers), timeout=30)
-            before = tree_of(store)
-            assert any(p.endswith("imagefs-store") for p in before)
-
-            run("umount", "-l", store)  # the share goes away; its open files stay readable
-
-            assert wait_for(lambda: mode(lib).startswith("read-only:"), timeout=10), mode(lib)
-            assert "marker" in mode(lib) or "mount point" in mode(lib)
-            for writer in writers:
-                writer.join(timeout=30)
-                assert writer.error in (errno.EROFS, errno.EIO), writer.error
-            for i in range(4):
-                status, reason = status_and_reason(lib, f"inflight{i}.raw")
-                assert status == "killed" and reason.startswith("store unavailable:"), (status, reason)
-            assert_refused(run("cp", sources[0], lib.mnt / "incoming" / "new.raw", check=False), errno.EROFS)
-            assert_refused(run("touch", lib.mnt / "incoming" / "touched", check=False), errno.EROFS)
-            # Nothing was written on the bare mount point.
-            assert tree_of(store) == [str(store)]
-            # The open files of reachable data still read right; a new open of unreachable data is EIO.
-            passes = [r.passes for r in readers]
-            assert wait_for(lambda: all(r.passes > p for r, p in zip(readers, passes)), timeout=30), \
-                [(r.passes, r.bad) for r in readers]
-            for reader in readers:
-                reader.stop.set()
-                reader.join(timeout=30)
-                assert reader.bad == [], reader.bad
-            run("sh", "-c", "echo 1 > /proc/sys/vm/drop_caches")
-            assert_refused(run("cat", lib.path("active", sources[0].name), check=False), errno.EIO)
-            # Listings and metadata still answer.
-            assert sorted(os.listdir(lib.mnt / "active")) == sorted(expected)
-            assert lib.attr(lib.path("active", sources[1].name), "os_hash_value") == expected[sources[1].name]
+            with running(readers + writers):
+                share_goes_away(lib, store, sources, expected, readers, writers)
 
             run("mount", "--bind", backing, store)  # back
 
@@ -202,6 +184,43 @@ def test_store_unmounted_under_uploads_and_readers_then_back(tmp_path):
             for source in sources:
                 got = run("sha512sum", lib.path("active", source.name)).stdout.split()[0]
                 assert got == expected[source.name]
+
+
+def share_goes_away(lib, store, sources, expected, readers, writers):
+    """The share unmounted under 4 uploads and 8 readers: read-only, uploads killed, nothing written there."""
+    for reader in readers:
+        assert reader.opened.wait(10)
+    assert wait_for(lambda: all(w.written > MiB for w in writers), timeout=30)
+    before = tree_of(store)
+    assert any(p.endswith("imagefs-store") for p in before)
+
+    run("umount", "-l", store)  # the share goes away; its open files stay readable
+
+    assert wait_for(lambda: mode(lib).startswith("read-only:"), timeout=10), mode(lib)
+    assert "is not a mount point" in mode(lib)  # require_mount is checked first
+    for writer in writers:
+        writer.join(timeout=30)
+        assert writer.error in (errno.EROFS, errno.EIO), writer.error
+    for i in range(4):
+        status, reason = status_and_reason(lib, f"inflight{i}.raw")
+        assert status == "killed" and reason.startswith("store unavailable:"), (status, reason)
+    assert_refused(run("cp", sources[0], lib.mnt / "incoming" / "new.raw", check=False), errno.EROFS)
+    assert_refused(run("touch", lib.mnt / "incoming" / "touched", check=False), errno.EROFS)
+    # Nothing was written on the bare mount point.
+    assert tree_of(store) == [str(store)]
+    # The open files of reachable data still read right; a new open of unreachable data is EIO.
+    passes = [r.passes for r in readers]
+    assert wait_for(lambda: all(r.passes > p for r, p in zip(readers, passes)), timeout=30), \
+        [(r.passes, r.bad) for r in readers]
+    for reader in readers:
+        reader.stop.set()
+        reader.join(timeout=30)
+        assert not reader.is_alive() and reader.bad == [], reader.bad
+    run("sh", "-c", "echo 1 > /proc/sys/vm/drop_caches")
+    assert_refused(run("cat", lib.path("active", sources[0].name), check=False), errno.EIO)
+    # Listings and metadata still answer.
+    assert sorted(os.listdir(lib.mnt / "active")) == sorted(expected)
+    assert lib.attr(lib.path("active", sources[1].name), "os_hash_value") == expected[sources[1].name]
 
 
 def test_mount_with_the_share_missing_starts_read_only_and_never_touches_the_bare_directory(tmp_path):
@@ -246,6 +265,7 @@ def test_a_hung_store_does_not_freeze_the_mount(tmp_path):
             run("sh", "-c", "echo 1 > /proc/sys/vm/drop_caches")
 
             os.kill(bindfs.pid, signal.SIGSTOP)
+            cat = None
             try:
                 cat = subprocess.Popen(["cat", str(active)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                        text=True)
@@ -261,6 +281,9 @@ def test_a_hung_store_does_not_freeze_the_mount(tmp_path):
                 assert "read-only: store local did not answer" in status and "free space unknown" in status
             finally:
                 os.kill(bindfs.pid, signal.SIGCONT)
+                if cat is not None and cat.poll() is None:
+                    cat.kill()
+                    cat.wait()
             assert wait_for(lambda: mode(lib) == "read-write", timeout=15), mode(lib)
             assert run("sha512sum", active).stdout.split()[0] == digest
             lib.upload(random_file(tmp_path / "after.raw", MiB, 4))

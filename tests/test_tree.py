@@ -482,6 +482,10 @@ def test_killed_duplicates_show_as_name_tilde_id(env):
         for name, seq, image_id in zip(expected, seqs, ids):
             assert (await tree.lookup(KILLED, name, OWNER)).ino == image_ino(seq)
             assert tree.readlink(link_ino(seq)) == f"../killed/{name}"
+        # by-id/ lists the same targets (each killed/ listing read once, not once per link)
+        links = dict(await tree.readdir(BY_ID_INO))
+        assert {image_id: links[image_id].size for image_id in ids} == {
+            image_id: len(f"../killed/{name}") for name, image_id in zip(expected, ids)}
         await tree.unlink(KILLED, expected[1], OWNER)
         assert status(env, seqs[1]) is Status.DELETED and status(env, seqs[2]) is Status.KILLED
 
