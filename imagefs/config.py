@@ -119,6 +119,12 @@ def _same_type(value, default) -> bool:
     return isinstance(value, type(default))
 
 
+def _uids(values: list) -> tuple[int, ...]:
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise ConfigError(f"[access] admin_uids = {values!r}: expected a list of uids (integers)")
+    return tuple(values)
+
+
 def load_config(path: Path | None = None, data_dir: Path | None = None) -> Config:
     """Read the config file (if any) and apply a --data-dir override."""
     raw: dict = {}
@@ -179,7 +185,7 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
         flush_every_mib=int(upload["flush_every_mib"]),
         zero_chunks_as_holes=bool(upload["zero_chunks_as_holes"]),
         staging_quota_mib=int(upload["staging_quota_mib"]),
-        admin_uids=tuple(_section(raw, "access")["admin_uids"]),
+        admin_uids=_uids(_section(raw, "access")["admin_uids"]),
         require_image_format_match=bool(inspection["require_image_format_match"]),
         attr_timeout=float(cache["attr_timeout"]),
         default_store=default_store,

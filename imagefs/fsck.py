@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import sqlite3
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -256,10 +255,7 @@ def library_stores(config: Config, catalog: Catalog) -> list[BlobStore]:
     stores = []
     for name in sorted(names):
         store = open_store(config.stores[name])
-        try:
-            store.marker = catalog.store_marker(name)
-        except sqlite3.OperationalError:  # a catalog from before store markers (read-only: not migrated)
-            store.marker = None
+        store.marker = catalog.store_marker(name)
         if store.marker is not None:
             store.probe()
         stores.append(store)

@@ -24,8 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-import trio
-
 from . import metadata
 from .catalog import Catalog, Image
 from .config import Config

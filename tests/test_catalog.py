@@ -9,7 +9,7 @@ from helpers_unit import ACTOR, activate, active_image, saving_image, sha512_key
 
 from imagefs.catalog import Blob, Catalog
 from imagefs.catalog.schema import MIGRATIONS
-from imagefs.errors import Conflict, InvalidTransition, NotFound
+from imagefs.errors import Conflict, ImageFSError, InvalidTransition, NotFound
 from imagefs.lifecycle import Status
 
 
@@ -404,7 +404,7 @@ def test_forged_wrong_refcount(catalog, path):
 def test_forged_unreferenced_blob(catalog, path):
     active_image(catalog, "a", b"a")
     problems = damaged(catalog, path, "UPDATE images SET blob_key = NULL, status = 'killed', reason = 'x'")
-    assert problems
+    assert any("refcount" in p for p in problems), problems
 
 
 def test_forged_active_without_blob(catalog, path):
@@ -456,3 +456,15 @@ def test_forged_reference_to_an_uncatalogued_blob(catalog, path):
     active_image(catalog, "a", b"abc")
     problems = damaged(catalog, path, "DELETE FROM blobs")
     assert any("uncatalogued" in p for p in problems), problems
+
+
+def test_a_read_only_open_of_an_older_schema_says_so(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0])  # a catalog written by the first imagefs
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    with pytest.raises(ImageFSError, match="schema version 1, this imagefs reads version"):
+        Catalog(path, readonly=True)
+    Catalog(path).close()  # a read-write open migrates it
+    Catalog(path, readonly=True).close()

@@ -137,6 +137,12 @@ def test_section_must_be_a_table(tmp_path):
         "[upload]\nzero_chunks_as_holes = 'no'\n",
         "[cache]\nattr_timeout = 'soon'\n",
         "[access]\nadmin_uids = 0\n",
+        "[access]\nadmin_uids = ['root']\n",
+        "[access]\nadmin_uids = [1.5]\n",
+        "[access]\nadmin_uids = [true]\n",
+        "[stores.local]\nrequire_mount = 'yes'\n",
+        "[stores.local]\ntimeout = 0\n",
+        "[upload]\nstaging_quota_mib = -1\n",
     ],
 )
 def test_values_of_the_wrong_type_are_refused(tmp_path, text):

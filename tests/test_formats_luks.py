@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from helpers_formats import (
-    LUKS_SECRET, MiB, assert_truncated, detect, detect_all_sizes, make_luks, peak_detection_memory, qemu_img,
+    LUKS_SECRET, MiB, assert_truncated, detect, detect_all_sizes, make_luks, peak_detection_memory,
     qemu_virtual_size, requires_qemu_img, truncated_copy,
 )
 

@@ -23,7 +23,6 @@ from helpers_unit import TreeEnv, env, me, seq_of  # noqa: F401  (env is a fixtu
 import imagefs.imports
 import imagefs.staging
 import imagefs.formats
-import imagefs.formats.registry  # noqa: F401  (every inspector registered before REGISTRY is read)
 from imagefs.formats import REGISTRY, Inspector, detect_file
 from imagefs.imports import FinalizeContext, inspect
 from imagefs.lifecycle import Status
@@ -439,3 +438,27 @@ def test_cli_output_agrees_with_detect_file(samples):
     for name, why in detection.checks.items():
         assert (f"{name}: passed" if why is None else f"{name}: FAILED: {why}") in out
 
+
+
+def test_every_inspector_is_registered_on_import():
+    """A fresh interpreter: importing the pipeline alone must see every format (not only after a
+    first FormatDetector), or a declared qcow2 over raw data would pass as not inspectable."""
+    code = "from imagefs.imports import _inspectable; print(all(map(_inspectable, ['qcow2', 'vmdk', 'vhdx'])))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True"
+
+
+@pytest.mark.parametrize("compat", ["0.10", "1.1"])
+def test_a_qcow2_cut_before_its_tables_is_truncated(tmp_path, compat):
+    """The header is whole but the L1 table (the last metadata qemu-img create writes) is cut off."""
+    sample = tmp_path / "disk.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", "-o", f"compat={compat}", sample, "64M")
+    data = sample.read_bytes()
+    assert detect_file(sample).format == "qcow2"
+    l1_end = int.from_bytes(data[0x28:0x30], "big") + int.from_bytes(data[0x24:0x28], "big") * 8
+    for cut in (0x20000, l1_end - 1):
+        sample.write_bytes(data[:cut])
+        detection = detect_file(sample)
+        assert detection.format == "raw" and not detection.safe
+        assert detection.problems == ["qcow2 metadata points past the end of the data (l1_end):"
+                                      " a truncated or interrupted copy"]

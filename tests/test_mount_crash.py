@@ -25,6 +25,8 @@ from imagefs.crashpoints import POINTS  # noqa: E402
 pytestmark = pytest.mark.fuse
 
 UPLOAD_POINTS = ("store.put.synced", "store.put.renamed", "finalize.stored", "finalize.activated")
+DELETE_POINTS = ("delete.committed", "delete.freeing")
+RENAME_POINTS = ("rename.before", "rename.after")
 
 
 @pytest.fixture
@@ -60,10 +62,11 @@ def crash_and_remount(lib: CrashLibrary, point: str, action) -> None:
     assert_recovered(lib)
 
 
-def test_every_point_is_in_the_code():
+def test_every_point_is_in_the_code_and_crashed_at_here():
     code = "".join(p.read_text() for p in (Path(__file__).parent.parent / "imagefs").rglob("*.py"))
     for point in POINTS:
         assert f'crash_point("{point}")' in code, point
+    assert sorted(UPLOAD_POINTS + DELETE_POINTS + RENAME_POINTS) == sorted(POINTS)
 
 
 @pytest.mark.parametrize("point", UPLOAD_POINTS)
@@ -105,7 +108,7 @@ def test_crash_before_rename_of_a_copied_blob_leaves_a_temp_file_that_is_removed
         staging.rmdir()
 
 
-@pytest.mark.parametrize("point", ["delete.committed", "delete.freeing"])
+@pytest.mark.parametrize("point", DELETE_POINTS)
 def test_crash_during_delete(lib, tmp_path, point):
     lib.mount()
     run("cp", source(tmp_path, "keep"), lib.mnt / "incoming" / "keep")
@@ -117,7 +120,7 @@ def test_crash_during_delete(lib, tmp_path, point):
     assert len(list((lib.data / "store" / "blobs").rglob("*/*/*"))) == 1  # the orphan is freed
 
 
-@pytest.mark.parametrize("point", ["rename.before", "rename.after"])
+@pytest.mark.parametrize("point", RENAME_POINTS)
 def test_crash_during_rename_and_status_change(lib, tmp_path, point):
     lib.mount()
     run("cp", source(tmp_path, "a"), lib.mnt / "incoming" / "a")

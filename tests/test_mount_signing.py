@@ -213,12 +213,13 @@ def test_verify_catches_a_blob_corrupted_after_activation(signed_library, pki, t
         byte = f.read(1)
         f.seek(500_000)
         f.write(bytes([byte[0] ^ 0x55]))
-    lib.remount()  # a compute host's first read: nothing of the image in the page cache
-    result = imagefs("verify", active, *config, check=False)
-    assert result.returncode == 1, result.stdout
-    assert "does not match os_hash_value" in result.stderr
-    assert hashlib.sha512(active.read_bytes()).hexdigest() != getfattr_dump(active)["user.image.os_hash_value"]
-    # put it back, or the library's invariant check (fsck) would rightly complain
-    with open(blob, "r+b") as f:
-        f.seek(500_000)
-        f.write(byte)
+    try:
+        lib.remount()  # a compute host's first read: nothing of the image in the page cache
+        result = imagefs("verify", active, *config, check=False)
+        assert result.returncode == 1, result.stdout
+        assert "does not match os_hash_value" in result.stderr
+        assert hashlib.sha512(active.read_bytes()).hexdigest() != getfattr_dump(active)["user.image.os_hash_value"]
+    finally:  # put it back, or the library's invariant check (fsck) would rightly complain
+        with open(blob, "r+b") as f:
+            f.seek(500_000)
+            f.write(byte)

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, ImageFSError, NotFound
 from ..lifecycle import HAS_DATA, LIVE, Status, check_transition
 from .records import Blob, HistoryEntry, Image, Violation
-from .schema import migrate
+from .schema import MIGRATIONS, migrate
 
 __all__ = ["Catalog", "Image", "Blob", "HistoryEntry", "Violation"]
 
@@ -59,6 +59,13 @@ class Catalog:
         self.path = Path(path)
         if readonly:
             conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != len(MIGRATIONS):  # a read-only open cannot migrate: say so, not "no such column"
+                conn.close()
+                raise ImageFSError(
+                    f"catalog {self.path} has schema version {version}, this imagefs reads version "
+                    f"{len(MIGRATIONS)}: mount the library once (or run imagefs fsck --repair) to migrate it"
+                )
         else:
             conn = sqlite3.connect(self.path, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")

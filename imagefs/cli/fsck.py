@@ -33,6 +33,8 @@ def fsck(config_path, data_dir, repair_: bool, verify_data: bool) -> None:
     config = read_config(config_path, data_dir)
     started = time.monotonic()
     lock = None
+    if not config.catalog_path.exists():  # before the lock, which would create the data dir
+        _fail(f"no catalog at {config.catalog_path}")
     if repair_:
         lock = DataDirLock(config.data_dir)
         try:
@@ -40,11 +42,9 @@ def fsck(config_path, data_dir, repair_: bool, verify_data: bool) -> None:
         except ImageFSError as e:
             _fail(f"{e}; --repair needs the library unmounted (imagefs umount it first)")
     try:
-        if not config.catalog_path.exists():
-            _fail(f"no catalog at {config.catalog_path}")
         try:
             catalog = Catalog(config.catalog_path, readonly=not repair_)
-        except (sqlite3.Error, RuntimeError) as e:
+        except (sqlite3.Error, RuntimeError, ImageFSError) as e:
             _fail(f"cannot open the catalog {config.catalog_path}: {e}")
         try:
             try:

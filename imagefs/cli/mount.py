@@ -176,7 +176,11 @@ def status(config_path, data_dir) -> None:
     summary = ", ".join(f"{s} {n}" for s, n in sorted(counts.items())) or "none"
     click.echo(f"catalog: {config.catalog_path}")
     click.echo(f"images:  {summary}")
-    click.echo(
-        f"store:   {config.store.name} ({config.store.type} {config.store.path}): {len(blobs)} blobs, "
-        f"{sum(b.size for b in blobs)} bytes; {_free_bytes(config.store.path)}"
-    )
+    for store in config.stores.values():
+        held = [b for b in blobs if b.store == store.name]
+        if held or store.name == config.default_store:
+            default = " (default)" if store.name == config.default_store else ""
+            click.echo(
+                f"store:   {store.name}{default} ({store.type} {store.path}): {len(held)} blobs, "
+                f"{sum(b.size for b in held)} bytes; {_free_bytes(store.path)}"
+            )

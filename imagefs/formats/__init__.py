@@ -59,15 +59,10 @@ class Detection:
 
 class FormatDetector:
     def __init__(self, inspectors: Iterable[type[Inspector]] | None = None):
-        self._load_formats()
         self.inspectors = [cls() for cls in (inspectors if inspectors is not None else REGISTRY)]
         self.errors: dict[str, str] = {}  # inspectors that gave up, and why
         self._broken: dict[str, str] = {}  # ... after their signature matched: the data is a broken X
         self.position = 0
-
-    @staticmethod
-    def _load_formats() -> None:
-        from . import registry  # noqa: F401  (imports every format module once)
 
     def feed(self, chunk: bytes | memoryview) -> None:
         self.position += len(chunk)
@@ -139,3 +134,8 @@ def detect_file(path: Path | str, chunk_size: int = 1 << 20) -> Detection:
         while chunk := f.read(chunk_size):
             detector.feed(chunk)
     return detector.finish()
+
+
+# Every format module registers itself on import; loaded here, once REGISTRY and register exist,
+# so REGISTRY is complete for anyone who imports this package (not only after a first detector).
+from . import registry  # noqa: E402,F401

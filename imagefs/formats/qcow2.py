@@ -5,6 +5,8 @@ and size, cluster bits, virtual size at 0x18; v3 adds incompatible features
 at 0x48. A backing file (it would be opened on the host: /etc/shadow) and an
 external data file (CVE-2024-32498) are refused, and so is any incompatible
 feature this inspector does not know. qed is refused outright, as Glance does.
+The L1 table, the refcount table and the snapshot table must end inside the
+data: a copy cut before them (a truncated upload) is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ HEADER = struct.Struct(">4sIQIIQ")  # magic, version, backing_file_offset, backi
 # Incompatible feature bits qemu defines: dirty, corrupt, external data file, compression type, extended L2.
 KNOWN_INCOMPATIBLE = 0b11111
 EXTERNAL_DATA_FILE = 1 << 2
+SNAPSHOT_HEADER = 40  # bytes of a snapshot table entry before its variable part
 
 
 @register
@@ -28,6 +31,25 @@ class Qcow2Inspector(Inspector):
     def start(self) -> None:
         self.capture("magic", 0, 4)
         self.capture("header", 0, 512)
+
+    def on_region(self, key: str, data: bytes) -> None:
+        if key != "header" or not self.matches():
+            return
+        cluster_bits = struct.unpack_from(">I", data, 0x14)[0]
+        # l1_size, l1_table_offset, refcount_table_offset, refcount_table_clusters, nb_snapshots, snapshots_offset
+        l1_size, l1_offset, refcount_offset, refcount_clusters, snapshots, snapshots_offset = (
+            struct.unpack_from(">IQQIIQ", data, 0x24))
+        if not 9 <= cluster_bits <= 21:
+            raise FormatError(f"cluster_bits {cluster_bits} is outside 9..21")
+        tables = {
+            "l1_end": (l1_offset, l1_size * 8),
+            "refcount_end": (refcount_offset, refcount_clusters << cluster_bits),
+            "snapshots_end": (snapshots_offset, snapshots * SNAPSHOT_HEADER),
+        }
+        for name, (offset, length) in tables.items():
+            last = offset + length - 1
+            if length and last >= len(data):  # the header's own bytes are in the data whatever the chunk size
+                self.capture(name, last, 1)
 
     @property
     def header(self) -> bytes:

@@ -254,7 +254,9 @@ class Library:
         blob = self.blob_path(name)
         os.unlink(self.path("active", name))
         deadline = time.monotonic() + timeout
-        while blob.exists() and time.monotonic() < deadline:
+        while blob.exists():
+            if time.monotonic() > deadline:  # the next repetition would be measured over this one's writeback
+                raise TimeoutError(f"blob of {name} still in the store after {timeout} s")
             time.sleep(0.01)
 
 

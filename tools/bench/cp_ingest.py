@@ -12,7 +12,6 @@ Prints sha512sum_time / ingest_time; target >= 0.5.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

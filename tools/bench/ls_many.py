@@ -72,6 +72,9 @@ def main() -> int:
         t_written = write_all(lib.mnt / "incoming", data, lengths, args.threads)
         active = lib.mnt / "active"
         while len(os.listdir(active)) < args.count:  # a listing waits for finalizes under way
+            killed = os.listdir(lib.mnt / "killed")
+            if killed:
+                raise RuntimeError(f"{len(killed)} images were killed, e.g. {killed[0]}")
             time.sleep(0.1)
         t_created = time.perf_counter() - t0
         used = b.ProcStats.delta(before, stats.sample())

@@ -72,8 +72,9 @@ def main() -> int:
                 b.run("mount", "--bind", backing, store)
                 until(lambda: mode(lib.mnt) == "read-write")
                 to_rw.append(time.perf_counter() - t0)
+            # No ratio: detection is bounded by probe_interval by design, the kernel's own notice is ~ms.
             table.row("unmounted -> read-only", b.fmt_s(max(to_ro)), b.fmt_s(max(native)) + " (mountinfo)",
-                      f"{max(to_ro) / max(native):.0f}x", "<= 1 s", max(to_ro) <= 1.0)
+                      "", "<= 1 s", max(to_ro) <= 1.0)
             table.row("mounted again -> read-write", b.fmt_s(max(to_rw)), "", "", "<= 5 s", max(to_rw) <= 5.0)
             table.note(f"read-only: {b.spread(to_ro)}; read-write: {b.spread(to_rw)} (worst of each reported)")
             lib.umount()
@@ -95,7 +96,7 @@ def main() -> int:
                 ls_while_hung = time.perf_counter() - t_ls
                 os.kill(bindfs.pid, signal.SIGCONT)
                 back = until(lambda: mode(lib.mnt) == "read-write")
-                table.row("store hung -> read-only", b.fmt_s(hung), "", "", "<= 0.5 + 5 s", hung <= 5.5 + 0.5)
+                table.row("store hung -> read-only", b.fmt_s(hung), "", "", "<= 0.5 + 5 s", hung <= 5.5)
                 table.row("store answers again -> read-write", b.fmt_s(back), "", "", "<= 5 s", back <= 5.0)
                 table.row("  ls while hung", b.fmt_s(ls_while_hung))
                 lib.umount()
