@@ -4,7 +4,7 @@ While an upload streams sequentially, chunks are queued to a StreamHasher
 whose batches run in worker threads (hashlib releases the GIL), md5 and the
 os_hash digest side by side, so the writer never waits for hashing unless it
 runs more than MAX_PENDING ahead. When the stream stops being sequential,
-`hash_file` hashes the staged file once at finalize instead.
+the staged file is read once at finalize instead (StagedUpload.finish).
 
 Extra algorithms (the image signature's hash method, when it is declared
 before the data) stream alongside and end up in `Digests.extra`; one that
@@ -121,25 +121,12 @@ class StreamHasher:
         return Digests(md5.hexdigest(), self.algorithm, main.hexdigest(), extra)
 
 
-def hash_path(path: Path, algorithm: str) -> bytes:
-    """One digest of a file (blocking: call it in a worker thread under HASH_LIMITER)."""
-    hasher = hashlib.new(algorithm)
+def hash_path(path: Path, algorithms) -> dict[str, bytes]:
+    """Digests of a file for hashlib `algorithms`, all fed from one read of it
+    (blocking: the daemon calls it in a worker thread under HASH_LIMITER)."""
+    hashers = {name: hashlib.new(name) for name in dict.fromkeys(algorithms)}
     with open(path, "rb", buffering=0) as f:
         while chunk := f.read(READ_CHUNK):
-            hasher.update(chunk)
-    return hasher.digest()
-
-
-async def hash_file(path: Path, algorithm: str, extra=()) -> Digests:
-    """md5, os_hash and any extra digests of a file, each algorithm in its own worker thread."""
-    results = {}
-
-    async def one(name):
-        results[name] = await trio.to_thread.run_sync(hash_path, path, name, limiter=HASH_LIMITER)
-
-    names = dict.fromkeys(["md5", algorithm, *extra])
-    async with trio.open_nursery() as nursery:
-        for name in names:
-            nursery.start_soon(one, name)
-    extras = {name: results[name] for name in names if name not in ("md5", algorithm)}
-    return Digests(results["md5"].hex(), algorithm, results[algorithm].hex(), extras)
+            for hasher in hashers.values():
+                hasher.update(chunk)
+    return {name: hasher.digest() for name, hasher in hashers.items()}

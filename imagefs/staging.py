@@ -11,8 +11,8 @@ Format inspection (formats.FormatDetector) sees the same chunks as the
 hasher, in order, on the trio thread (it only copies the few header regions
 it asked for, so a chunk costs it a little bookkeeping); forward gaps are fed
 as zeros to both. When the writes stop being sequential, both fall back to
-the staged file at finalize: the hash pass (hashing.hash_file) and one
-inspection pass (formats.detect_file) run side by side in worker threads.
+the staged file at finalize: one sequential read (in worker threads) feeds
+a fresh hasher and detector, chunk by chunk, as the stream would have.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import trio
 
-from .formats import Detection, FormatDetector, detect_file
-from .hashing import HASH_LIMITER, Digests, StreamHasher, hash_file
+from .formats import Detection, FormatDetector
+from .hashing import READ_CHUNK, Digests, StreamHasher
 
 log = logging.getLogger(__name__)
 
@@ -221,26 +221,23 @@ class StagedUpload:
         """The digests and the format detection of everything written.
 
         Sequential writes: both come from the stream (no read of the file). Otherwise the
-        file is hashed (hash_file) and inspected (detect_file, its own sequential read) now,
-        side by side in worker threads.
+        file is read once now, and each chunk goes to the hashers and the detector exactly
+        as the stream's would have.
         """
-        if self.sequential:
-            digests = await self._hasher.finish()
-            if self._detector_error is not None:
-                raise self._detector_error
-            return digests, self._detector.finish()
-        results = {}
+        if not self.sequential:
+            return await self._scan()
+        digests = await self._hasher.finish()
+        if self._detector_error is not None:
+            raise self._detector_error
+        return digests, self._detector.finish()
 
-        async def hash_it():
-            results["digests"] = await hash_file(self.path, self.algorithm, self.extra_algorithms)
-
-        async def detect_it():
-            results["detection"] = await trio.to_thread.run_sync(detect_file, self.path, limiter=HASH_LIMITER)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(hash_it)
-            nursery.start_soon(detect_it)
-        return results["digests"], results["detection"]
+    async def _scan(self) -> tuple[Digests, Detection]:
+        hasher, detector = StreamHasher(self.algorithm, self.extra_algorithms), FormatDetector()
+        with open(self.path, "rb", buffering=0) as f:
+            while chunk := await trio.to_thread.run_sync(f.read, READ_CHUNK):
+                detector.feed(chunk)
+                await hasher.feed(chunk, self._spawn)
+        return await hasher.finish(), detector.finish()
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -98,7 +98,7 @@ def no_file_pass(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the staged file was inspected again although the writes were sequential")
 
-    monkeypatch.setattr(imagefs.staging, "detect_file", refuse)
+    monkeypatch.setattr(imagefs.staging.StagedUpload, "_scan", refuse)
     monkeypatch.setattr(imagefs.imports, "detect_file", refuse)
 
 
@@ -246,13 +246,13 @@ def test_unsafe_or_mismatched_data_is_killed_with_the_check_named(env, samples, 
 @pytest.mark.parametrize("sample, status", [("shadow", Status.KILLED), ("clean", Status.ACTIVE)])
 def test_out_of_order_writes_are_inspected_from_the_staged_file(env, samples, monkeypatch, sample, status):
     calls = []
-    real = imagefs.staging.detect_file
+    real = imagefs.staging.StagedUpload._scan
 
-    def spy(path, *args, **kwargs):
-        calls.append(path)
-        return real(path, *args, **kwargs)
+    async def spy(self):
+        calls.append(self.path)
+        return await real(self)
 
-    monkeypatch.setattr(imagefs.staging, "detect_file", spy)
+    monkeypatch.setattr(imagefs.staging.StagedUpload, "_scan", spy)
     data = samples[sample].read_bytes()
     image = run_upload(env, sample, data, order=lambda n: reversed(range(n)))
     assert len(calls) == 1

@@ -21,7 +21,7 @@ from imagefs.catalog import Image
 from imagefs.cli import main
 from imagefs.config import load_config
 from imagefs.errors import ConfigError, ReadOnlyField
-from imagefs.hashing import StreamHasher, hash_file
+from imagefs.hashing import StreamHasher
 from imagefs.lifecycle import Status
 
 HASHLIB = {"SHA-224": "sha224", "SHA-256": "sha256", "SHA-384": "sha384", "SHA-512": "sha512"}
@@ -375,14 +375,6 @@ def test_stream_hasher_computes_extra_digests_declared_before_the_data():
     assert digests.digest("sha512") == hashlib.sha512(data).digest()  # reused, not computed twice
     assert digests.digest("sha384") is None
     assert digests.checksum == hashlib.md5(data).hexdigest()
-
-
-def test_hash_file_computes_extra_digests_in_the_same_call(tmp_path):
-    data = random.Random(9).randbytes(300_000)
-    (tmp_path / "f").write_bytes(data)
-    digests = trio.run(hash_file, tmp_path / "f", "sha256", ["sha384", "sha256"])
-    assert digests.os_hash_value == hashlib.sha256(data).hexdigest()
-    assert digests.extra == {"sha384": hashlib.sha384(data).digest()}
 
 
 # --- metadata, config, commands -------------------------------------------------------------

@@ -40,14 +40,14 @@ def run(path, ops, *, zero_holes=True, flush_every=64 * MIB, algorithm="sha512",
             return upload, digests
 
     if streamed is not None:
-        real = imagefs.staging.hash_file
+        real = imagefs.staging.StagedUpload._scan
 
-        async def watched(*args):
-            assert not streamed, "hashed the file again although the writes were sequential"
-            return await real(*args)
+        async def watched(self):
+            assert not streamed, "read the file again although the writes were sequential"
+            return await real(self)
 
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(imagefs.staging, "hash_file", watched)
+            mp.setattr(imagefs.staging.StagedUpload, "_scan", watched)
             upload, digests = trio.run(main)
         assert upload.sequential is streamed
         return upload, digests

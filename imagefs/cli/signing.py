@@ -22,20 +22,10 @@ from pathlib import Path
 import click
 
 from .. import signing
-from ..hashing import READ_CHUNK
+from ..hashing import hash_path
 from ..metadata import IMAGE_PREFIX
 from . import main
 from .options import library_options, read_config
-
-
-def _hash_file(path: Path, algorithms) -> dict[str, bytes]:
-    """One read of the file, every algorithm fed from it."""
-    hashers = {name: hashlib.new(name) for name in dict.fromkeys(algorithms)}
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(READ_CHUNK):
-            for hasher in hashers.values():
-                hasher.update(chunk)
-    return {name: hasher.digest() for name, hasher in hashers.items()}
 
 
 def _load_private_key(path: Path, password: bytes | None):
@@ -76,7 +66,7 @@ def sign(key_path, cert_uuid, hash_method, password_file, write_xattrs, file) ->
         except signing.SignatureError as e:
             raise click.ClickException(str(e)) from None
     hash_name = signing.HASH_METHODS[hash_method][0]
-    digest = _hash_file(file, [hash_name])[hash_name]
+    digest = hash_path(file, [hash_name])[hash_name]
     try:
         if private_key is None:
             key_type, signature = signing.sign_digest_with_openssl(key_path, digest, hash_method, password)
@@ -125,7 +115,7 @@ def verify(path, config_path, data_dir) -> None:
     if props is None:
         _fail(2, f"{path} is not signed (no user.image.img_signature* attributes)")
     try:
-        digests = _hash_file(path, [algo, props.hash_name])
+        digests = hash_path(path, [algo, props.hash_name])
     except OSError as e:
         _fail(2, f"cannot read {path}: {e.strerror or e}")
     actual = digests[algo].hex()

@@ -161,7 +161,8 @@ async def verify_signature(ctx: FinalizeContext) -> None:
     if digest is None:
         log.info("image %s (%s): %s not streamed (declared after the data began): hashing the staged file",
                  image.id, image.name, props.hash_method)
-        digest = await trio.to_thread.run_sync(hash_path, ctx.staged, props.hash_name, limiter=HASH_LIMITER)
+        digests = await trio.to_thread.run_sync(hash_path, ctx.staged, [props.hash_name], limiter=HASH_LIMITER)
+        digest = digests[props.hash_name]
     if ctx.config is None:
         raise UploadRejected("no certificate store is configured")
     config = ctx.config
